@@ -1,0 +1,32 @@
+# nomad-triton developer entry points. Everything runs inside .venv, built from a Python whose
+# libpython matches the one PyTriton's python-backend stub loads (see ../shared/FACTS.md).
+SHELL := /bin/bash
+PYTHON_BASE ?= $(shell if [ -x /usr/bin/python3.11 ]; then echo /usr/bin/python3.11; else command -v python3.11; fi)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: venv test test-unit test-e2e lint demo bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON_BASE) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+lint: venv
+	$(VENV)/bin/ruff check nomad_triton tests bench examples
+
+test: venv lint
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+test-unit: venv
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit
+
+test-e2e: venv
+	$(PY) -m pytest -q -p no:cacheprovider tests/e2e
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,38 @@
+"""Root typer application; each command group lives in its own module and registers here."""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+app = typer.Typer(
+    name="nomad-triton",
+    help="Deploy, watch, probe and autoscale Triton inference servers on HashiCorp Nomad.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+# Each entry is a module exposing `register(app: typer.Typer) -> None`. Keeping the list here
+# (rather than importing at module top) lets one broken group fail loudly without hiding others.
+COMMAND_MODULES: list[str] = [
+    "nomad_triton.cli.dev",
+]
+
+
+def _register_all() -> None:
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(app)
+
+
+_register_all()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()
