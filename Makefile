@@ -28,5 +28,9 @@ test-unit: venv
 test-e2e: venv
 	$(PY) -m pytest -q -p no:cacheprovider tests/e2e
 
+# `make bench` runs all of bench/p*_*.py; `make bench ONLY=p6` runs one.
+bench: venv
+	$(PY) bench/run_all.py $(ONLY)
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
