@@ -1,0 +1,63 @@
+"""Go-style duration strings ("500ms", "10s", "5m", "1h30m") as `timedelta`.
+
+Why: Nomad's jobspec takes Go durations, and a spec written for Nomad should read the same.
+Holding them as `timedelta` lets the autoscaler and cross-field checks compare them, while the
+renderer writes them back in Go form with `format_duration`.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, PlainSerializer
+
+_UNITS_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
+_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+
+
+def parse_duration(value: Any) -> timedelta:
+    """Parse a Go duration string; bare numbers are rejected because their unit would be a guess."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool) or not isinstance(value, str):
+        raise ValueError(f'expected a duration string such as "10s" or "5m", got {value!r}')
+    text = value.strip()
+    if text in ("0", ""):
+        if text == "":
+            raise ValueError("empty duration")
+        return timedelta(0)
+    pos, total_ns = 0, 0.0
+    while pos < len(text):
+        match = _PART.match(text, pos)
+        if not match:
+            raise ValueError(f'invalid duration {value!r} (use e.g. "500ms", "10s", "5m", "1h30m")')
+        total_ns += float(match.group(1)) * _UNITS_NS[match.group(2)]
+        pos = match.end()
+    return timedelta(microseconds=total_ns / 1000)
+
+
+def format_duration(value: timedelta) -> str:
+    """Shortest Go-style rendering ("1h30m", "10s", "250ms") that Nomad parses back exactly."""
+    total_us = round(value.total_seconds() * 1_000_000)
+    if total_us == 0:
+        return "0s"
+    if total_us % 1_000_000:
+        if total_us % 1000 == 0:
+            return f"{total_us // 1000}ms"
+        return f"{total_us}us"
+    secs = total_us // 1_000_000
+    hours, rem = divmod(secs, 3600)
+    minutes, seconds = divmod(rem, 60)
+    out = ""
+    if hours:
+        out += f"{hours}h"
+    if minutes:
+        out += f"{minutes}m"
+    if seconds:
+        out += f"{seconds}s"
+    return out
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration), PlainSerializer(format_duration, return_type=str)]

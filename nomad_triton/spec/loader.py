@@ -1,0 +1,259 @@
+"""Load a spec from TOML/YAML/JSON, layer `--values` files and `--set` overrides, validate it.
+
+Why provenance: a value can come from the spec file, any of several values files or a `--set`
+flag. When it is wrong the user must be told *where* it came from, in one line, e.g.
+`--set rollout.canary=-1: rollout.canary: Input should be greater than or equal to 0`.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import difflib
+import json
+import tomllib
+import types
+import typing
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from nomad_triton.spec.models import DeploymentSpec, FieldError
+
+Key = tuple[str | int, ...]
+
+
+class SpecError(Exception):
+    """Bad spec input. `source` is a file (or `--set ...`), `field` a dotted path ("" if none)."""
+
+    def __init__(self, source: str, field: str, message: str, more: int = 0) -> None:
+        self.source, self.field, self.message, self.more = source, field, message, more
+        super().__init__(self.line())
+
+    def line(self) -> str:
+        """The one line the CLI prints."""
+        parts = [self.source] + ([self.field] if self.field else []) + [self.message]
+        tail = f" (and {self.more} more error{'s' if self.more > 1 else ''})" if self.more else ""
+        return ": ".join(parts) + tail
+
+
+class _Provenance:
+    """Which source last wrote each leaf path of the merged document."""
+
+    def __init__(self) -> None:
+        self._by_path: dict[Key, str] = {}
+
+    def record(self, prefix: Key, value: Any, label: str) -> None:
+        for key in [k for k in self._by_path if k[: len(prefix)] == prefix]:
+            del self._by_path[key]
+        self._walk(prefix, value, label)
+
+    def _walk(self, prefix: Key, value: Any, label: str) -> None:
+        if isinstance(value, dict) and value:
+            for k, v in value.items():
+                self._walk((*prefix, k), v, label)
+        elif isinstance(value, list) and value:
+            for i, v in enumerate(value):
+                self._walk((*prefix, i), v, label)
+        else:
+            self._by_path[prefix] = label
+
+    def source_of(self, loc: Key, default: str) -> str:
+        for n in range(len(loc), 0, -1):
+            if loc[:n] in self._by_path:
+                return self._by_path[loc[:n]]
+        under = [label for key, label in self._by_path.items() if key[: len(loc)] == loc]
+        return under[-1] if under else default
+
+
+def read_document(path: Path) -> dict[str, Any]:
+    """Parse one TOML/YAML/JSON file into a dict; SpecError names the file on any problem."""
+    suffix = path.suffix.lower()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(str(path), "", f"cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        if suffix == ".toml":
+            data: Any = tomllib.loads(text)
+        elif suffix in (".yaml", ".yml"):
+            data = yaml.safe_load(text)
+        elif suffix == ".json":
+            data = json.loads(text)
+        else:
+            raise SpecError(str(path), "", f"unsupported file type {suffix or '(none)'!r}; use .toml, .yaml or .json")
+    except (tomllib.TOMLDecodeError, yaml.YAMLError, json.JSONDecodeError) as exc:
+        detail = " ".join(str(exc).split())
+        raise SpecError(str(path), "", f"invalid {suffix[1:].upper()}: {detail}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SpecError(str(path), "", "top level must be a table/mapping")
+    return _plain(data)
+
+
+def _plain(value: Any) -> Any:
+    """TOML/YAML dates and times become strings: the spec has no date fields, only text."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dt.date | dt.time):
+        return value.isoformat()
+    return value
+
+
+def deep_merge(base: dict[str, Any], overlay: dict[str, Any], label: str, prov: _Provenance, prefix: Key = ()) -> None:
+    """Merge `overlay` into `base` in place: tables merge key by key, anything else replaces."""
+    for key, value in overlay.items():
+        here = (*prefix, key)
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            deep_merge(base[key], value, label, prov, here)
+        else:
+            base[key] = copy.deepcopy(value)
+            prov.record(here, value, label)
+
+
+def parse_set_value(raw: str) -> Any:
+    """A `--set` value is a TOML literal when it parses as one (1, true, [..], "x"), else a string."""
+    try:
+        return _plain(tomllib.loads(f"v = {raw}")["v"])
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def apply_set(data: dict[str, Any], item: str, prov: _Provenance) -> None:
+    """Apply one `a.b.0.c=value` override; numeric segments index lists (== len appends)."""
+    label = f"--set {item}"
+    key, sep, raw = item.partition("=")
+    path = key.strip().split(".")
+    if not sep or not key.strip() or any(not p.strip() for p in path):
+        raise SpecError(label, key.strip() or "(empty)", "expected KEY=VALUE with a dotted KEY such as rollout.canary=1")
+    value = parse_set_value(raw.strip())
+    node: Any = data
+    loc: list[str | int] = []
+    for i, seg in enumerate(path):
+        last = i == len(path) - 1
+        if isinstance(node, list):
+            if not seg.isdigit() or int(seg) > len(node):
+                raise SpecError(label, ".".join(map(str, [*loc, seg])), f"list index out of range (0..{len(node)})")
+            idx = int(seg)
+            if idx == len(node):
+                node.append({} if not last else None)
+            if last:
+                node[idx] = value
+            elif not isinstance(node[idx], dict | list):
+                node[idx] = {}
+            node, seg_key = node[idx], idx
+        elif isinstance(node, dict):
+            if last:
+                node[seg] = value
+            elif not isinstance(node.get(seg), dict | list):
+                node[seg] = {}
+            node, seg_key = node[seg], seg
+        else:  # pragma: no cover - intermediate scalars are replaced above
+            raise SpecError(label, ".".join(map(str, loc)), "is not a table")
+        loc.append(seg_key)
+    prov.record(tuple(loc), value, label)
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    found: list[type[BaseModel]] = []
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType, typing.Annotated) or origin is not None:
+        for arg in typing.get_args(annotation):
+            found.extend(_models_in(arg))
+    return found
+
+
+def _fields_at(loc: Sequence[str | int]) -> list[str]:
+    """Field names of the model(s) at `loc` (for did-you-mean suggestions)."""
+    models: list[type[BaseModel]] = [DeploymentSpec]
+    for seg in loc:
+        nxt: list[type[BaseModel]] = []
+        for model in models:
+            field = model.model_fields.get(str(seg))
+            if field is not None:
+                nxt.extend(_models_in(field.annotation))
+        models = nxt
+    return sorted({name for m in models for name in m.model_fields})
+
+
+_UNION_TAGS = {("driver",): {"docker", "raw_exec"}}
+
+
+def _clean_loc(loc: Sequence[str | int]) -> list[str | int]:
+    out: list[str | int] = []
+    for seg in loc:
+        if tuple(out) in _UNION_TAGS and seg in _UNION_TAGS[tuple(out)]:
+            continue  # pydantic puts the discriminator's tag in the path; users never wrote it
+        out.append(seg)
+    return out
+
+
+def _describe(err: Any) -> tuple[list[str | int], str]:
+    loc = _clean_loc(err["loc"])
+    kind, msg = err["type"], err["msg"]
+    ctx = err.get("ctx") or {}
+    cause = ctx.get("error")
+    if isinstance(cause, FieldError):
+        loc = [*loc, *cause.field.split(".")]
+        msg = str(cause)
+    elif kind == "value_error":
+        msg = msg.removeprefix("Value error, ")
+    elif kind == "extra_forbidden":
+        name = str(loc[-1])
+        close = difflib.get_close_matches(name, _fields_at(loc[:-1]), n=1)
+        msg = f"unknown key {name!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+    elif kind in ("union_tag_not_found", "union_tag_invalid"):
+        loc = [*loc, "type"]
+        msg = "must be one of 'docker', 'raw_exec'" if kind == "union_tag_invalid" else "Field required (docker or raw_exec)"
+    return loc, msg
+
+
+def _resolve_relative_repo(data: dict[str, Any], prov: _Provenance, default_src: str) -> None:
+    """raw_exec runs on this host: a relative repository path means 'next to the spec that said it'."""
+    driver, repo = data.get("driver"), data.get("model_repository")
+    if not (isinstance(driver, dict) and driver.get("type") == "raw_exec" and isinstance(repo, dict)):
+        return
+    path = repo.get("path")
+    if isinstance(path, str) and path and not Path(path).is_absolute():
+        src = prov.source_of(("model_repository", "path"), default_src)
+        base = Path.cwd() if src.startswith("--set ") else Path(src).resolve().parent
+        repo["path"] = str((base / path).resolve())
+
+
+def load_spec_data(path: str | Path, sets: Iterable[str] = (), values: Iterable[str | Path] = ()) -> tuple[dict[str, Any], _Provenance]:
+    """Merged raw document (file, then values files in order, then --set) plus its provenance."""
+    path = Path(path)
+    prov = _Provenance()
+    data: dict[str, Any] = {}
+    deep_merge(data, read_document(path), str(path), prov)
+    for vfile in values:
+        deep_merge(data, read_document(Path(vfile)), str(vfile), prov)
+    for item in sets:
+        apply_set(data, item, prov)
+    _resolve_relative_repo(data, prov, str(path))
+    return data, prov
+
+
+def validate_data(data: dict[str, Any], source: str, prov: _Provenance | None = None) -> DeploymentSpec:
+    """Validate a merged document; the first error becomes a one-line SpecError."""
+    try:
+        return DeploymentSpec.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        loc, msg = _describe(errors[0])
+        origin = prov.source_of(tuple(loc), source) if prov else source
+        raise SpecError(origin, ".".join(map(str, loc)), msg, more=len(errors) - 1) from None
+
+
+def load_spec(path: str | Path, sets: Iterable[str] = (), values: Iterable[str | Path] = ()) -> DeploymentSpec:
+    """Load, layer and validate a deployment spec. Raises SpecError (never a traceback-worthy error)."""
+    data, prov = load_spec_data(path, sets, values)
+    return validate_data(data, str(path), prov)

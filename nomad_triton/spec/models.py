@@ -1,0 +1,430 @@
+"""The deployment spec: what a user writes in jobs/<name>.toml, validated before anything is rendered.
+
+Why pydantic with `extra="forbid"` everywhere: a misspelt key (`canaries` for `canary`) must be an
+error naming the key, never a silently ignored setting that surfaces as a bad rollout in production.
+Defaults follow Nomad's own where Nomad has one, so an empty section means "what Nomad would do".
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from nomad_triton.spec.durations import Duration
+
+# Nomad rejects job IDs with spaces or NUL characters; we also keep them to a URL- and
+# variable-path-safe alphabet because the ID ends up in API paths and lock variable paths.
+JOB_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+# Nomad's service name rule (RFC 1123 label, case-insensitive).
+SERVICE_NAME_RE = re.compile(r"^(?i:[a-z0-9]|[a-z0-9][a-z0-9-]{0,61}[a-z0-9])$")
+ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+META_KEY_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|KiB|MB|MiB|GB|GiB|TB|TiB)\s*$")
+
+
+class FieldError(ValueError):
+    """A cross-field error that knows which field (dotted, relative to its model) it is about.
+
+    Why: pydantic reports model-level validator errors at the model's own location; the loader
+    appends `field` so users read `rollout.auto_promote: ...` rather than just `rollout: ...`.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class _Strict(BaseModel):
+    """Base for every spec section: unknown keys are errors, assignments are re-validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DockerDriver(_Strict):
+    """Run Triton from a container image (real GPU pools)."""
+
+    type: Literal["docker"] = "docker"
+    image: str = Field(min_length=1, description="Image reference, e.g. nvcr.io/org/triton:24.08.")
+    args: list[str] | None = Field(
+        None, description="Container args; default: serve --models <model repository path>."
+    )
+    shm_size_mb: int | None = Field(
+        1024, ge=1, description="/dev/shm size in MiB; Triton's python backend needs more than Docker's 64 MiB."
+    )
+    ulimits: dict[str, str] = Field(
+        default_factory=lambda: {"memlock": "-1", "stack": "67108864"},
+        description="Docker ulimits (name -> 'soft[:hard]'), NVIDIA's recommended values by default.",
+    )
+    network_mode: Literal["host", "bridge"] = Field(
+        "host", description="bridge maps the ports to Triton's 8000/8001/8002 inside the container."
+    )
+    force_pull: bool = False
+
+    @field_validator("ulimits")
+    @classmethod
+    def _ulimit_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not IDENT_RE.match(name):
+                raise ValueError(f"invalid ulimit name {name!r}")
+        return value
+
+
+class RawExecDriver(_Strict):
+    """Run a local command (devcluster and bare-metal hosts); the process gets NOMAD_PORT_* in its env."""
+
+    type: Literal["raw_exec"] = "raw_exec"
+    command: str = Field("nomad-triton", min_length=1, description="Executable (absolute or on the client's PATH).")
+    args: list[str] | None = Field(None, description="Arguments; default: serve --models <model repository path>.")
+
+
+Driver = Annotated[DockerDriver | RawExecDriver, Field(discriminator="type")]
+
+
+class ModelRepositorySpec(_Strict):
+    """Where Triton finds its model repository: exactly one source, plus the models to serve."""
+
+    path: str | None = Field(
+        None,
+        description="A path already present in the image (docker) or on the host (raw_exec). "
+        "For raw_exec a relative path is resolved against the spec file's folder.",
+    )
+    host_volume: str | None = Field(None, description="Name of a Nomad host volume holding the repository.")
+    artifact: str | None = Field(None, description="URL (go-getter) downloaded into the task's local/models.")
+    mount_path: str = Field("/models", description="Where a host volume is mounted inside the task.")
+    models: list[str] = Field(min_length=1, description="Model names to load and health-check.")
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> ModelRepositorySpec:
+        given = [n for n in ("path", "host_volume", "artifact") if getattr(self, n)]
+        if len(given) != 1:
+            raise FieldError(
+                "path", "set exactly one of path, host_volume, artifact" + (f" (got {', '.join(given)})" if given else "")
+            )
+        return self
+
+    @field_validator("models")
+    @classmethod
+    def _model_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not MODEL_NAME_RE.match(name):
+                raise ValueError(f"invalid model name {name!r}")
+        if len(set(value)) != len(value):
+            raise ValueError("model names must be unique")
+        return value
+
+    @field_validator("artifact")
+    @classmethod
+    def _artifact_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^[a-z][a-z0-9+.-]*::|^[a-z][a-z0-9+.-]*://", value):
+            raise ValueError("artifact must be a URL such as https://host/models.tar.gz or s3::https://...")
+        return value
+
+    @property
+    def source(self) -> Literal["path", "host_volume", "artifact"]:
+        """Which single source is set (validated)."""
+        if self.path:
+            return "path"
+        return "host_volume" if self.host_volume else "artifact"
+
+    @property
+    def task_path(self) -> str:
+        """The repository path as the running task sees it."""
+        if self.path:
+            return self.path
+        if self.host_volume:
+            return self.mount_path
+        return "local/models"
+
+
+class PortSpec(_Strict):
+    """One port: dynamic unless `static` is set; `to` is the container port in bridge mode."""
+
+    static: int | None = Field(None, ge=1, le=65535)
+    to: int | None = Field(None, ge=1, le=65535)
+
+
+class PortsSpec(_Strict):
+    """Triton's three ports; labels are fixed because `serve` reads NOMAD_PORT_http/grpc/metrics."""
+
+    http: PortSpec = Field(default_factory=PortSpec)
+    grpc: PortSpec = Field(default_factory=PortSpec)
+    metrics: PortSpec = Field(default_factory=PortSpec)
+
+    @model_validator(mode="after")
+    def _distinct_static(self) -> PortsSpec:
+        statics = [p.static for p in (self.http, self.grpc, self.metrics) if p.static]
+        if len(statics) != len(set(statics)):
+            raise FieldError("metrics.static", "static ports must differ")
+        return self
+
+
+class ResourcesSpec(_Strict):
+    """CPU in MHz and memory in MB, as Nomad's resources block takes them."""
+
+    cpu: int = Field(1000, ge=1, description="CPU shares in MHz.")
+    memory: int = Field(2048, ge=10, description="Memory in MB (Nomad's minimum is 10).")
+    memory_max: int | None = Field(None, ge=10, description="Oversubscription limit in MB (optional).")
+
+    @model_validator(mode="after")
+    def _max_above(self) -> ResourcesSpec:
+        if self.memory_max is not None and self.memory_max < self.memory:
+            raise FieldError("memory_max", "memory_max must be >= memory")
+        return self
+
+
+def _check_size(value: str | None) -> str | None:
+    if value is not None and not SIZE_RE.match(value):
+        raise ValueError(f'invalid size {value!r} (use e.g. "16 GiB", "40GB")')
+    return value
+
+
+class GpuSpec(_Strict):
+    """GPUs via Nomad's device plugin; count 0 means CPU-only."""
+
+    count: int = Field(0, ge=0, le=64)
+    device: str = Field("nvidia/gpu", pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+){0,2}$")
+    min_memory: str | None = Field(None, description='Minimum device memory, e.g. "16 GiB".')
+    model: str | None = Field(
+        None, description='Required device model, matched as a regexp on ${device.model}, e.g. "A100".'
+    )
+    preferred_model: str | None = Field(None, description="Preferred device model (affinity, regexp).")
+    preferred_weight: int = Field(50, ge=-100, le=100, description="Affinity weight (-100..100, not 0).")
+
+    @field_validator("min_memory")
+    @classmethod
+    def _size(cls, value: str | None) -> str | None:
+        return _check_size(value)
+
+    @field_validator("preferred_weight")
+    @classmethod
+    def _nonzero(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("weight must not be 0")
+        return value
+
+    @field_validator("model", "preferred_model")
+    @classmethod
+    def _regexp(cls, value: str | None) -> str | None:
+        if value is not None:
+            if not value.strip():
+                raise ValueError("must not be empty")
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a valid regexp: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _needs_count(self) -> GpuSpec:
+        if self.count == 0 and (self.min_memory or self.model or self.preferred_model):
+            raise FieldError("count", "min_memory/model/preferred_model need count >= 1")
+        return self
+
+
+class RolloutSpec(_Strict):
+    """Nomad's update block: how new versions replace old allocations."""
+
+    max_parallel: int = Field(1, ge=0)
+    canary: int = Field(0, ge=0)
+    auto_promote: bool = False
+    auto_revert: bool = True
+    health_check: Literal["checks", "task_states", "manual"] = "checks"
+    min_healthy_time: Duration = timedelta(seconds=10)
+    healthy_deadline: Duration = timedelta(minutes=5)
+    progress_deadline: Duration = timedelta(minutes=10)
+    stagger: Duration = timedelta(seconds=30)
+
+    @model_validator(mode="after")
+    def _cross(self) -> RolloutSpec:
+        if self.auto_promote and self.canary == 0:
+            raise FieldError("auto_promote", "auto_promote requires canary > 0")
+        if self.min_healthy_time >= self.healthy_deadline:
+            raise FieldError("min_healthy_time", "min_healthy_time must be shorter than healthy_deadline")
+        if self.progress_deadline and self.healthy_deadline >= self.progress_deadline:
+            raise FieldError(
+                "healthy_deadline", "healthy_deadline must be shorter than progress_deadline (or progress_deadline 0)"
+            )
+        return self
+
+
+class HealthSpec(_Strict):
+    """Service checks: server readiness plus one readiness check per model (Triton is strict-ready)."""
+
+    ready_path: str = Field("/v2/health/ready", pattern=r"^/\S*$")
+    per_model: bool = Field(True, description="Add a check on /v2/models/<m>/ready for each model.")
+    interval: Duration = timedelta(seconds=10)
+    timeout: Duration = timedelta(seconds=2)
+    service_name: str | None = Field(None, description="Service name; default: the job name (RFC 1123 label).")
+
+    @field_validator("service_name")
+    @classmethod
+    def _svc(cls, value: str | None) -> str | None:
+        if value is not None and not SERVICE_NAME_RE.match(value):
+            raise ValueError("must be an RFC 1123 label: letters, digits and dashes, at most 63")
+        return value
+
+    @model_validator(mode="after")
+    def _timeout_below_interval(self) -> HealthSpec:
+        if self.timeout <= timedelta(0) or self.interval <= timedelta(0):
+            raise FieldError("interval", "interval and timeout must be positive")
+        if self.timeout > self.interval:
+            raise FieldError("timeout", "timeout must not exceed interval")
+        return self
+
+
+class RestartSpec(_Strict):
+    """Local restarts before Nomad gives up on an allocation."""
+
+    attempts: int = Field(2, ge=0)
+    interval: Duration = timedelta(minutes=30)
+    delay: Duration = timedelta(seconds=15)
+    mode: Literal["fail", "delay"] = "fail"
+
+
+class RescheduleSpec(_Strict):
+    """Rescheduling onto other nodes after an allocation failed."""
+
+    unlimited: bool = True
+    attempts: int = Field(0, ge=0)
+    interval: Duration = timedelta(0)
+    delay: Duration = timedelta(seconds=30)
+    delay_function: Literal["constant", "exponential", "fibonacci"] = "exponential"
+    max_delay: Duration = timedelta(hours=1)
+
+
+class ScalingPolicySpec(_Strict):
+    """Inputs to the nomad-triton autoscaler's policy (autoscale.policy reads this model).
+
+    Signals are Triton's own: queue/compute time ratio (NVIDIA's autoscaling signal, target 1.0),
+    pending requests per replica, optional latency SLO and GPU utilisation. Separate cooldowns and
+    step limits per direction because one shared cooldown is the Nomad Autoscaler's most cited flaw.
+    """
+
+    evaluation_interval: Duration = timedelta(seconds=10)
+    target_queue_compute_ratio: float | None = Field(1.0, gt=0)
+    target_pending_per_replica: float | None = Field(None, gt=0)
+    latency_slo_ms: float | None = Field(None, gt=0, description="p-latency objective per request, in ms.")
+    target_gpu_utilization: float | None = Field(None, gt=0, le=1)
+    tolerance: float = Field(0.1, ge=0, lt=1, description="Dead band around the target, as a fraction.")
+    cooldown_up: Duration = timedelta(seconds=30)
+    cooldown_down: Duration = timedelta(minutes=5)
+    scale_down_stabilization: Duration = Field(
+        timedelta(minutes=2), description="Scale down only if every decision in this window wanted fewer."
+    )
+    max_step_up: int = Field(2, ge=1)
+    max_step_down: int = Field(1, ge=1)
+    count_starting: bool = Field(True, description="Count starting allocations as capacity (avoids overshoot).")
+
+    @model_validator(mode="after")
+    def _some_signal(self) -> ScalingPolicySpec:
+        if not any(
+            v is not None
+            for v in (
+                self.target_queue_compute_ratio,
+                self.target_pending_per_replica,
+                self.latency_slo_ms,
+                self.target_gpu_utilization,
+            )
+        ):
+            raise FieldError(
+                "target_queue_compute_ratio", "set at least one target (queue/compute ratio, pending, latency or GPU)"
+            )
+        if self.evaluation_interval <= timedelta(0):
+            raise FieldError("evaluation_interval", "evaluation_interval must be positive")
+        return self
+
+
+class ScalingSpec(_Strict):
+    """Group scaling bounds (Nomad's scaling block) and the autoscaler policy."""
+
+    enabled: bool = False
+    min: int = Field(1, ge=0)
+    max: int = Field(1, ge=1)
+    policy: ScalingPolicySpec = Field(default_factory=ScalingPolicySpec)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ScalingSpec:
+        if self.min > self.max:
+            raise FieldError("min", "min must be <= max")
+        return self
+
+
+class DeploymentSpec(_Strict):
+    """One Triton service on Nomad: everything `render` needs and nothing it would have to guess."""
+
+    name: str = Field(description="Nomad job ID (also the default service name).")
+    namespace: str = Field("default", pattern=r"^[A-Za-z0-9_-]{1,128}$")
+    region: str = Field("global", min_length=1, pattern=r"^\S+$")
+    datacenters: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
+    node_pool: str = Field("default", pattern=r"^[A-Za-z0-9_.-]{1,128}$")
+    priority: int = Field(50, ge=1, le=100)
+    group: str = Field("triton", pattern=r"^[A-Za-z0-9_-]{1,128}$", description="Task group name.")
+    task: str = Field("server", pattern=r"^[A-Za-z0-9_-]{1,128}$", description="Task name.")
+    count: int = Field(1, ge=0)
+    driver: Driver
+    model_repository: ModelRepositorySpec
+    ports: PortsSpec = Field(default_factory=PortsSpec)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    gpus: GpuSpec = Field(default_factory=GpuSpec)
+    rollout: RolloutSpec = Field(default_factory=RolloutSpec)
+    health: HealthSpec = Field(default_factory=HealthSpec)
+    restart: RestartSpec = Field(default_factory=RestartSpec)
+    reschedule: RescheduleSpec = Field(default_factory=RescheduleSpec)
+    scaling: ScalingSpec = Field(default_factory=ScalingSpec)
+    env: dict[str, str] = Field(default_factory=dict)
+    meta: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _job_id(cls, value: str) -> str:
+        if not JOB_NAME_RE.match(value):
+            raise ValueError("must be 1-128 of letters, digits, '_', '.', '-' and start with a letter or digit")
+        return value
+
+    @field_validator("datacenters")
+    @classmethod
+    def _dcs(cls, value: list[str]) -> list[str]:
+        for dc in value:
+            if not dc or any(c.isspace() for c in dc):
+                raise ValueError(f"invalid datacenter {dc!r}")
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if not ENV_KEY_RE.match(key):
+                raise ValueError(f"invalid environment variable name {key!r}")
+            if key.startswith("NOMAD_"):
+                raise ValueError(f"{key!r}: NOMAD_* variables are set by Nomad")
+        return value
+
+    @field_validator("meta")
+    @classmethod
+    def _meta_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if not META_KEY_RE.match(key):
+                raise ValueError(f"invalid meta key {key!r} (letters, digits, '_', '.', '-')")
+        return value
+
+    @model_validator(mode="after")
+    def _cross(self) -> DeploymentSpec:
+        if self.scaling.enabled and not self.scaling.min <= self.count <= self.scaling.max:
+            raise FieldError("count", f"count {self.count} must lie within scaling.min..scaling.max")
+        if self.driver.type == "raw_exec" and self.model_repository.host_volume:
+            raise FieldError(
+                "model_repository.host_volume", "host_volume needs the docker driver; use path with raw_exec"
+            )
+        if self.health.service_name is None and not SERVICE_NAME_RE.match(self.name):
+            raise FieldError("name", "not a valid service name (RFC 1123 label); set health.service_name")
+        return self
+
+    @property
+    def service_name(self) -> str:
+        """Name of the Nomad service that fronts the Triton HTTP port."""
+        return self.health.service_name or self.name
