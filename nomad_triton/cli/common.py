@@ -1,0 +1,55 @@
+"""Helpers every CLI module shares: one-line failures, --json output, and spec-loading options.
+
+Why shared: every command must load specs the same way (SPEC, repeatable --values layered in
+order, repeatable --set applied last) and fail the same way (one line, no traceback, exit 2 for
+bad input), so users learn it once and scripts can rely on it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import typer
+
+from nomad_triton.spec import DeploymentSpec, SpecError, load_spec
+
+# Exit codes (README): 0 ok, 1 operation failed, 2 bad input/usage, 3 failed and rolled back.
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_ROLLED_BACK = 0, 1, 2, 3
+
+SPEC_ARG = typer.Argument(..., help="Deployment spec file (.toml, .yaml/.yml or .json).", show_default=False)
+SET_OPT = typer.Option(
+    [], "--set", metavar="KEY=VALUE",
+    help="Override one field, e.g. --set rollout.canary=1 or --set model_repository.models.0=mlp "
+    "(VALUE is a TOML literal when it parses as one, else a string). Repeatable; applied last.",
+)
+VALUES_OPT = typer.Option(
+    [], "--values", metavar="FILE",
+    help="Values file (.toml/.yaml/.json) deep-merged over the spec. Repeatable; later files win.",
+)
+JSON_OPT = typer.Option(False, "--json", help="Machine-readable JSON output.")
+
+
+def fail(message: str, code: int = EXIT_FAILED, as_json: bool = False, **extra: Any) -> NoReturn:
+    """Print ONE line to stderr (a JSON object with --json) and exit with `code`."""
+    line = " ".join(str(message).split())  # newlines in upstream messages must not break "one line"
+    if as_json:
+        print(json.dumps({"error": line, "exit_code": code, **extra}), file=sys.stderr)
+    else:
+        print(f"error: {line}", file=sys.stderr)
+    raise typer.Exit(code)
+
+
+def emit_json(data: Any) -> None:
+    """Write one JSON document to stdout (timedeltas and paths are already strings via pydantic)."""
+    print(json.dumps(data, indent=2, sort_keys=False, default=str))
+
+
+def load_spec_or_exit(spec: Path, sets: list[str], values: list[Path], as_json: bool = False) -> DeploymentSpec:
+    """Load + validate the spec; bad input ends the command with exit 2 and one line naming file and field."""
+    try:
+        return load_spec(spec, sets=sets, values=values)
+    except SpecError as exc:
+        fail(exc.line(), EXIT_BAD_INPUT, as_json, source=exc.source, field=exc.field)
