@@ -1,0 +1,65 @@
+"""Resolve listen address and ports: Nomad's NOMAD_IP_*/NOMAD_PORT_* win over flags, flags over defaults.
+
+Nomad allocates dynamic ports and tells the task through the environment, so a job file never has to
+repeat port numbers; the flags exist for running outside Nomad.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from nomad_triton.server.app import ServerSettings
+
+DEFAULT_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
+DEFAULT_HOST = "127.0.0.1"
+MAX_DRAIN_S = 25  # PyTriton waits 30 s for tritonserver to exit before killing it; stay below that.
+
+
+class SettingsError(ValueError):
+    """Bad flag or environment value; the message names it."""
+
+
+def _port(env: Mapping[str, str], name: str, flag: int | None) -> int:
+    key = f"NOMAD_PORT_{name}"
+    if env.get(key):
+        try:
+            value = int(env[key])
+        except ValueError:
+            raise SettingsError(f"{key}: not a port number: {env[key]!r}") from None
+        source = key
+    else:
+        value = flag if flag is not None else DEFAULT_PORTS[name]
+        source = f"--{name}-port"
+    if not 1 <= value <= 65535:
+        raise SettingsError(f"{source}: port {value} out of range 1-65535")
+    return value
+
+
+def resolve(
+    env: Mapping[str, str],
+    *,
+    host: str | None = None,
+    http_port: int | None = None,
+    grpc_port: int | None = None,
+    metrics_port: int | None = None,
+    drain_timeout_s: int = 20,
+    log_verbose: int = 0,
+) -> ServerSettings:
+    """Pure function of environment and flags, so the precedence rules are unit-tested."""
+    if not 0 <= drain_timeout_s <= MAX_DRAIN_S:
+        raise SettingsError(f"--drain-timeout: {drain_timeout_s} s is outside 0-{MAX_DRAIN_S} s")
+    ports = {
+        "http": _port(env, "http", http_port),
+        "grpc": _port(env, "grpc", grpc_port),
+        "metrics": _port(env, "metrics", metrics_port),
+    }
+    if len(set(ports.values())) != 3:
+        raise SettingsError(f"ports must differ: {ports}")
+    return ServerSettings(
+        host=env.get("NOMAD_IP_http") or host or DEFAULT_HOST,
+        http_port=ports["http"],
+        grpc_port=ports["grpc"],
+        metrics_port=ports["metrics"],
+        drain_timeout_s=drain_timeout_s,
+        log_verbose=log_verbose,
+    )

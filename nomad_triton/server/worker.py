@@ -1,0 +1,120 @@
+"""The serving process: loads the repository, runs PyTriton, drains on SIGTERM.
+
+It is started by launcher.py as the leader of its own process group, so tritonserver and its
+python-backend stubs share that group and can be killed together. A watchdog thread blocks on a
+pipe whose write end only the launcher holds: when the launcher dies by any means (SIGKILL
+included) the read returns EOF and the worker kills its whole group, so no tritonserver is orphaned.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from nomad_triton.server.app import ServerSettings
+from nomad_triton.server.model_repo import RepositoryError, load_repository
+
+LOG = logging.getLogger("nomad_triton.server")
+TOKEN_ENV = "NOMAD_TRITON_ACCESS_TOKEN"
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def _watch_parent(fd: int) -> None:
+    """Block until the launcher's end of the pipe closes, then take the whole process group down."""
+    try:
+        while os.read(fd, 1):
+            pass
+    except OSError:
+        pass
+    os.killpg(os.getpgrp(), signal.SIGKILL)
+
+
+def _emit(as_json: bool, event: str, text: str, **fields: object) -> None:
+    line = json.dumps({"event": event, **fields}) if as_json else text
+    print(line, flush=True)
+
+
+def serve(models_dir: Path, settings: ServerSettings, token: str, as_json: bool, started: float) -> int:
+    """Run until SIGTERM/SIGINT, then let tritonserver drain in-flight requests and exit."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+
+    from nomad_triton.server.app import build_triton  # heavy imports after signals are handled
+    from nomad_triton.server.backends import prepare_all
+    from nomad_triton.server.drain import InFlight, drain
+
+    try:
+        prepared = prepare_all(load_repository(models_dir))
+    except RepositoryError as exc:
+        for line in exc.lines:
+            print(f"error: {line}", file=sys.stderr, flush=True)
+        return EXIT_BAD_INPUT
+    inflight = InFlight()
+    triton = build_triton(prepared, settings, token, inflight)
+    try:
+        triton.run()
+    except Exception as exc:  # port in use, tritonserver crash: report in one line, clean up
+        print(f"error: triton failed to start: {exc}", file=sys.stderr, flush=True)
+        triton.stop()
+        return EXIT_FAILED
+    names = [p.model.spec.name for p in prepared]
+    _emit(
+        as_json, "ready",
+        f"ready in {time.monotonic() - started:.2f} s: models {', '.join(names)} | http {settings.host}:"
+        f"{settings.http_port} grpc {settings.grpc_port} metrics {settings.metrics_port}",
+        models=names, host=settings.host, http_port=settings.http_port, grpc_port=settings.grpc_port,
+        metrics_port=settings.metrics_port, seconds=round(time.monotonic() - started, 3),
+    )
+    while not stop.wait(1.0):
+        if not triton.is_alive():
+            print("error: tritonserver or a model backend exited unexpectedly", file=sys.stderr, flush=True)
+            triton.stop()
+            return EXIT_FAILED
+    t0 = time.monotonic()
+    _emit(as_json, "draining", f"draining: up to {settings.drain_timeout_s} s for in-flight requests",
+          drain_timeout_s=settings.drain_timeout_s)
+    local = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    settle_s = max((p.model.spec.dynamic_batching.max_queue_delay_us if p.model.spec.dynamic_batching else 0)
+                   for p in prepared) / 1e6 + 0.05
+    idle = drain(f"{local}:{settings.http_port}", token, names, inflight, settings.drain_timeout_s, settle_s)
+    if not idle:
+        print(f"warning: {inflight.count} batch(es) still running at the drain deadline", file=sys.stderr)
+    triton.stop()  # SIGINT: tritonserver closes listeners, waits for anything still in flight, exits
+    _emit(as_json, "stopped", f"stopped after {time.monotonic() - t0:.2f} s drain",
+          seconds=round(time.monotonic() - t0, 3))
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="nomad_triton.server.worker")
+    parser.add_argument("--models", type=Path, required=True)
+    parser.add_argument("--settings", required=True, help="ServerSettings as JSON")
+    parser.add_argument("--parent-fd", type=int, default=-1)
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--started", type=float, default=None, help="launcher's time.monotonic() at start")
+    args = parser.parse_args(argv)
+    started = args.started if args.started is not None else time.monotonic()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    # PyTriton logs the full child environment at DEBUG; keep it at INFO and drop the token from ours.
+    logging.getLogger("pytriton").setLevel(logging.WARNING)
+    token = os.environ.pop(TOKEN_ENV, "")
+    if not token:
+        print(f"error: {TOKEN_ENV} must be set by the launcher", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.parent_fd >= 0:
+        threading.Thread(target=_watch_parent, args=(args.parent_fd,), daemon=True, name="watchdog").start()
+    settings = ServerSettings(**json.loads(args.settings))
+    return serve(args.models, settings, token, args.json, started)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
