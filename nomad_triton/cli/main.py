@@ -18,6 +18,7 @@ app = typer.Typer(
 # (rather than importing at module top) lets one broken group fail loudly without hiding others.
 COMMAND_MODULES: list[str] = [
     "nomad_triton.cli.dev",
+    "nomad_triton.cli.serve",
     "nomad_triton.cli.render",
 ]
 
