@@ -1,0 +1,53 @@
+"""devcluster's HTTP API: Starlette routes following Nomad's documented endpoints.
+
+`build_app(ctx)` wires the route modules; ApiError becomes Nomad's plain-text error reply. The
+app's lifespan runs the variable-lock expiry sweeper; the runtime is started by server.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+
+from ..errors import ApiError
+from . import cluster, events, jobs, scale, variables
+from .common import Ctx
+
+log = logging.getLogger("devcluster.api")
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return PlainTextResponse(exc.message, status_code=exc.status)
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    """Nomad answers unexpected server-side failures with 500 and the error text."""
+    log.exception("devcluster handler failed: %s %s", request.method, request.url.path)
+    return PlainTextResponse(f"{type(exc).__name__}: {exc}", status_code=500)
+
+
+def build_app(ctx: Ctx) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        sweeper = asyncio.create_task(variables.expire_locks_forever(ctx))
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+
+    routes = jobs.ROUTES + scale.ROUTES + cluster.ROUTES + events.ROUTES + variables.ROUTES
+    app = Starlette(routes=routes, exception_handlers={ApiError: _api_error, Exception: _internal_error}, lifespan=lifespan)
+    app.state.ctx = ctx
+    return app
+
+
+__all__ = ["Ctx", "build_app"]
