@@ -175,6 +175,10 @@ def _fields_at(loc: Sequence[str | int]) -> list[str]:
     """Field names of the model(s) at `loc` (for did-you-mean suggestions)."""
     models: list[type[BaseModel]] = [DeploymentSpec]
     for seg in loc:
+        tagged = [m for m in models if "type" in m.model_fields and m.model_fields["type"].default == seg]
+        if tagged and not any(str(seg) in m.model_fields for m in models):
+            models = tagged  # a discriminated-union tag in pydantic's path selects the variant
+            continue
         nxt: list[type[BaseModel]] = []
         for model in models:
             field = model.model_fields.get(str(seg))
@@ -197,7 +201,8 @@ def _clean_loc(loc: Sequence[str | int]) -> list[str | int]:
 
 
 def _describe(err: Any) -> tuple[list[str | int], str]:
-    loc = _clean_loc(err["loc"])
+    raw_loc = list(err["loc"])
+    loc = _clean_loc(raw_loc)
     kind, msg = err["type"], err["msg"]
     ctx = err.get("ctx") or {}
     cause = ctx.get("error")
@@ -208,7 +213,8 @@ def _describe(err: Any) -> tuple[list[str | int], str]:
         msg = msg.removeprefix("Value error, ")
     elif kind == "extra_forbidden":
         name = str(loc[-1])
-        close = difflib.get_close_matches(name, _fields_at(loc[:-1]), n=1)
+        candidates = [f for f in _fields_at(raw_loc[:-1]) if f != name]
+        close = difflib.get_close_matches(name, candidates, n=1)
         msg = f"unknown key {name!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
     elif kind in ("union_tag_not_found", "union_tag_invalid"):
         loc = [*loc, "type"]
