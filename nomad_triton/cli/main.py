@@ -20,6 +20,7 @@ COMMAND_MODULES: list[str] = [
     "nomad_triton.cli.dev",
     "nomad_triton.cli.serve",
     "nomad_triton.cli.render",
+    "nomad_triton.cli.validate_plan",
     "nomad_triton.cli.probe",
     "nomad_triton.cli.autoscale",
 ]
