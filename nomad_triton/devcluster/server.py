@@ -164,8 +164,15 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 def _load_runtime(store: Store, config: DevclusterConfig) -> Any:
-    from .runtime import Runtime
-
+    """The runtime (engineer C's runtime.py). Only while that module does not exist yet does the
+    API run alone, saying so loudly: evaluations then stay pending and plan/promote answer 500."""
+    try:
+        from .runtime import Runtime
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{__package__}.runtime":
+            raise
+        print("devcluster: WARNING runtime module missing; evaluations will stay pending", file=sys.stderr)
+        return None
     return Runtime(store, config)
 
 
@@ -185,7 +192,8 @@ async def serve(config: DevclusterConfig, state_dir: Path, log_level: str = "war
     uv_config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on",
                                timeout_graceful_shutdown=3, timeout_keep_alive=30)
     server = uvicorn.Server(uv_config)
-    await runtime.start()
+    if runtime is not None:
+        await runtime.start()
     info = {"addr": addr, "pid": os.getpid(), "acl": config.server.acl,
             "token_file": str(state_dir / MGMT_TOKEN_FILE) if config.server.acl else None}
     tmp = state_dir / (STATE_FILE + ".tmp")
@@ -195,8 +203,11 @@ async def serve(config: DevclusterConfig, state_dir: Path, log_level: str = "war
     try:
         await server.serve(sockets=[sock])
     finally:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(runtime.shutdown(), timeout=20)
+        if runtime is not None:
+            try:
+                await asyncio.wait_for(runtime.shutdown(), timeout=20)
+            except Exception:  # the launcher kills leftover task groups after this
+                log.exception("runtime shutdown failed")
         with contextlib.suppress(FileNotFoundError):
             (state_dir / STATE_FILE).unlink()
         sock.close()
