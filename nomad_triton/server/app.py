@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from pytriton.decorators import batch
 from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
-from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
+from pytriton.triton import Triton, TritonConfig, TritonLifecyclePolicy, TritonSecurityConfig
 
 from nomad_triton.server.backends import InferFn, PreparedModel, check_outputs
 from nomad_triton.server.drain import InFlight
@@ -89,6 +89,10 @@ def build_triton(
     triton = Triton(
         config=triton_config(settings),
         security_config=TritonSecurityConfig(access_token=access_token),
+        # Local model store: configs are written at bind() and tritonserver loads them at startup, so
+        # /v2/health/ready stays 400 until every model is loaded. (The default policy starts an empty
+        # server that reports ready before PyTriton loads models over the API: a false "ready".)
+        triton_lifecycle_policy=TritonLifecyclePolicy(launch_triton_on_startup=True, local_model_store=True),
     )
     for item in prepared:
         spec = item.model.spec
