@@ -21,6 +21,12 @@ COMMAND_MODULES: list[str] = [
     "nomad_triton.cli.serve",
     "nomad_triton.cli.render",
     "nomad_triton.cli.validate_plan",
+    "nomad_triton.cli.deploy",
+    "nomad_triton.cli.status",
+    "nomad_triton.cli.watch",
+    "nomad_triton.cli.scale",
+    "nomad_triton.cli.rollback",
+    "nomad_triton.cli.stop",
     "nomad_triton.cli.probe",
     "nomad_triton.cli.autoscale",
 ]
