@@ -298,44 +298,39 @@ class RescheduleSpec(_Strict):
 
 
 class ScalingPolicySpec(_Strict):
-    """Inputs to the nomad-triton autoscaler's policy (autoscale.policy reads this model).
+    """Inputs to the nomad-triton autoscaler's policy (nomad_triton.autoscale.policy).
 
-    Signals are Triton's own: queue/compute time ratio (NVIDIA's autoscaling signal, target 1.0),
-    pending requests per replica, optional latency SLO and GPU utilisation. Separate cooldowns and
-    step limits per direction because one shared cooldown is the Nomad Autoscaler's most cited flaw.
+    Signals are Triton's own: the queue/compute time ratio (NVIDIA's autoscaling signal, target
+    1.0), busy fraction per replica, pending requests per replica and an optional latency SLO.
+    Separate cooldowns and step limits per direction because one shared cooldown is the Nomad
+    Autoscaler's most cited flaw. `ScalingSpec.policy_config_kwargs()` maps these 1:1 onto the
+    autoscaler's `ScalingPolicyConfig`.
     """
 
-    evaluation_interval: Duration = timedelta(seconds=10)
-    target_queue_compute_ratio: float | None = Field(1.0, gt=0)
+    evaluation_interval: Duration = Field(timedelta(seconds=10), description="How often the autoscaler decides.")
+    window: Duration = Field(timedelta(seconds=30), description="Observation window each decision looks at.")
+    target_queue_compute_ratio: float = Field(1.0, gt=0, description="rate(queue_us)/rate(compute_infer_us).")
+    target_utilization: float = Field(0.7, gt=0, le=1, description="Busy fraction per replica to size for.")
     target_pending_per_replica: float | None = Field(None, gt=0)
-    latency_slo_ms: float | None = Field(None, gt=0, description="p-latency objective per request, in ms.")
-    target_gpu_utilization: float | None = Field(None, gt=0, le=1)
+    latency_slo_ms: float | None = Field(None, gt=0, description="Request latency objective, in ms.")
     tolerance: float = Field(0.1, ge=0, lt=1, description="Dead band around the target, as a fraction.")
     cooldown_up: Duration = timedelta(seconds=30)
     cooldown_down: Duration = timedelta(minutes=5)
     scale_down_stabilization: Duration = Field(
         timedelta(minutes=2), description="Scale down only if every decision in this window wanted fewer."
     )
+    fast_factor: float = Field(1.5, gt=1, description="Demand/target at or above this takes the fast path up.")
+    fast_hold: Duration = Field(timedelta(seconds=60), description="How long the fast path stays engaged.")
     max_step_up: int = Field(2, ge=1)
     max_step_down: int = Field(1, ge=1)
-    count_starting: bool = Field(True, description="Count starting allocations as capacity (avoids overshoot).")
+    instances_per_replica: int = Field(1, ge=1, description="Model instances per allocation (capacity unit).")
+    drain: Duration = Field(timedelta(seconds=60), description="Time a scaled-in allocation gets to drain.")
 
     @model_validator(mode="after")
-    def _some_signal(self) -> ScalingPolicySpec:
-        if not any(
-            v is not None
-            for v in (
-                self.target_queue_compute_ratio,
-                self.target_pending_per_replica,
-                self.latency_slo_ms,
-                self.target_gpu_utilization,
-            )
-        ):
-            raise FieldError(
-                "target_queue_compute_ratio", "set at least one target (queue/compute ratio, pending, latency or GPU)"
-            )
-        if self.evaluation_interval <= timedelta(0):
-            raise FieldError("evaluation_interval", "evaluation_interval must be positive")
+    def _positive_times(self) -> ScalingPolicySpec:
+        for name in ("evaluation_interval", "window"):
+            if getattr(self, name) <= timedelta(0):
+                raise FieldError(name, f"{name} must be positive")
         return self
 
 
@@ -352,6 +347,30 @@ class ScalingSpec(_Strict):
         if self.min > self.max:
             raise FieldError("min", "min must be <= max")
         return self
+
+    def policy_config_kwargs(self) -> dict[str, float | int | None]:
+        """Keyword arguments for `nomad_triton.autoscale.policy.ScalingPolicyConfig` (seconds as floats)."""
+        p = self.policy
+        return {
+            "min_count": self.min,
+            "max_count": self.max,
+            "target_utilization": p.target_utilization,
+            "target_saturation": p.target_queue_compute_ratio,
+            "target_pending_per_replica": p.target_pending_per_replica,
+            "latency_slo_ms": p.latency_slo_ms,
+            "band": p.tolerance,
+            "up_cooldown_s": p.cooldown_up.total_seconds(),
+            "down_cooldown_s": p.cooldown_down.total_seconds(),
+            "down_stabilization_s": p.scale_down_stabilization.total_seconds(),
+            "fast_factor": p.fast_factor,
+            "fast_hold_s": p.fast_hold.total_seconds(),
+            "max_step_up": p.max_step_up,
+            "max_step_down": p.max_step_down,
+            "window_s": p.window.total_seconds(),
+            "instances_per_replica": p.instances_per_replica,
+            "drain_s": p.drain.total_seconds(),
+            "interval_s": p.evaluation_interval.total_seconds(),
+        }
 
 
 class DeploymentSpec(_Strict):

@@ -56,7 +56,7 @@ CASES: list[tuple[str | None, dict[str, str], list[str], str]] = [
     (GOOD + "[ports.http]\nstatic = 99999\n", {}, [], "{spec}: ports.http.static: "),
     (GOOD + "[scaling]\nmin = 5\nmax = 2\n", {}, [], "{spec}: scaling.min: "),
     (GOOD + "[scaling]\nenabled = true\nmin = 2\nmax = 3\n", {}, [], "{spec}: count: "),
-    (GOOD + "[scaling.policy]\ntarget_gpu_utilization = 2.0\n", {}, [], "{spec}: scaling.policy.target_gpu_utilization: "),
+    (GOOD + "[scaling.policy]\ntarget_utilization = 2.0\n", {}, [], "{spec}: scaling.policy.target_utilization: "),
     (GOOD + "[env]\nNOMAD_TOKEN = \"x\"\n", {}, [], "{spec}: env: "),
     (GOOD + "[meta]\n\"bad key\" = \"x\"\n", {}, [], "{spec}: meta: "),
     ("unknown_top = 1\n" + GOOD, {}, [], "{spec}: unknown_top: "),

@@ -62,6 +62,22 @@ def test_scaling_policy_defaults_are_usable_by_the_autoscaler() -> None:
     assert policy.evaluation_interval.total_seconds() == 10
 
 
+def test_scaling_spec_maps_onto_the_autoscaler_config() -> None:
+    # The real autoscaler config class: every kwarg must exist there and pass its own checks.
+    from nomad_triton.autoscale.policy import ScalingPolicyConfig
+
+    spec = validate_data(with_({
+        "count": 2,
+        "scaling": {"enabled": True, "min": 2, "max": 9,
+                    "policy": {"cooldown_down": "90s", "latency_slo_ms": 150, "tolerance": 0.2}},
+    }), "s.toml")
+    cfg = ScalingPolicyConfig(**spec.scaling.policy_config_kwargs())
+    assert (cfg.min_count, cfg.max_count) == (2, 9)
+    assert cfg.down_cooldown_s == 90.0 and cfg.up_cooldown_s == 30.0
+    assert cfg.latency_slo_ms == 150 and cfg.band == 0.2 and cfg.target_saturation == 1.0
+    assert cfg.interval_s == 10.0 and cfg.window_s == 30.0
+
+
 @pytest.mark.parametrize(
     ("changes", "field", "fragment"),
     [
@@ -133,9 +149,13 @@ def test_scaling_policy_defaults_are_usable_by_the_autoscaler() -> None:
         ({"scaling": {"policy": {"target_queue_compute_ratio": 0}}}, "scaling.policy.target_queue_compute_ratio",
          "greater than 0"),
         ({"scaling": {"policy": {"target_queue_compute_ratio": None}}}, "scaling.policy.target_queue_compute_ratio",
-         "at least one target"),
-        ({"scaling": {"policy": {"target_gpu_utilization": 1.5}}}, "scaling.policy.target_gpu_utilization",
+         "valid number"),
+        ({"scaling": {"policy": {"target_utilization": 1.5}}}, "scaling.policy.target_utilization",
          "less than or equal to 1"),
+        ({"scaling": {"policy": {"fast_factor": 1}}}, "scaling.policy.fast_factor", "greater than 1"),
+        ({"scaling": {"policy": {"window": "0s"}}}, "scaling.policy.window", "positive"),
+        ({"scaling": {"policy": {"instances_per_replica": 0}}}, "scaling.policy.instances_per_replica",
+         "greater than or equal to 1"),
         ({"scaling": {"policy": {"tolerance": 1}}}, "scaling.policy.tolerance", "less than 1"),
         ({"scaling": {"policy": {"max_step_up": 0}}}, "scaling.policy.max_step_up", "greater than or equal to 1"),
         ({"scaling": {"policy": {"cooldown_down": "soon"}}}, "scaling.policy.cooldown_down", "invalid duration"),
