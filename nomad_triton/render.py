@@ -138,9 +138,9 @@ def template_context(spec: DeploymentSpec) -> dict[str, Any]:
         port = getattr(spec.ports, label)
         to = port.to or (container_ports[label] if bridge else None)
         ports.append({"label": label, "static": port.static, "to": to})
-    args = driver.args if driver.args is not None else ["serve", "--models", repo.task_path]
+    args = driver.args if driver.args is not None else ["serve", "--models", spec.repository_path]
     env = {
-        "NOMAD_TRITON_MODEL_REPOSITORY": repo.task_path,
+        "NOMAD_TRITON_MODEL_REPOSITORY": spec.repository_path,
         "NOMAD_TRITON_MODELS": ",".join(repo.models),
         "NOMAD_TRITON_SERVICE": spec.service_name,
         **spec.env,

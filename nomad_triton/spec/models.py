@@ -131,14 +131,17 @@ class ModelRepositorySpec(_Strict):
             return "path"
         return "host_volume" if self.host_volume else "artifact"
 
-    @property
-    def task_path(self) -> str:
-        """The repository path as the running task sees it."""
+    def task_path(self, driver_type: str) -> str:
+        """The repository path as the running task sees it.
+
+        An artifact lands in the task's local/ dir: the raw_exec working directory is the task
+        dir, while docker mounts it at /local (the image's WORKDIR is unknown to us).
+        """
         if self.path:
             return self.path
         if self.host_volume:
             return self.mount_path
-        return "local/models"
+        return "/local/models" if driver_type == "docker" else "local/models"
 
 
 class PortSpec(_Strict):
@@ -442,6 +445,11 @@ class DeploymentSpec(_Strict):
         if self.health.service_name is None and not SERVICE_NAME_RE.match(self.name):
             raise FieldError("name", "not a valid service name (RFC 1123 label); set health.service_name")
         return self
+
+    @property
+    def repository_path(self) -> str:
+        """Model repository path inside the task (what `serve --models` gets)."""
+        return self.model_repository.task_path(self.driver.type)
 
     @property
     def service_name(self) -> str:

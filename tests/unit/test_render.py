@@ -181,7 +181,13 @@ def test_artifact_source_downloads_into_local_models() -> None:
     _, task = _only(_only(_only(doc["job"])[1]["group"])[1]["task"])
     assert unquote_hcl_string(task["artifact"][0]["source"]) == "https://example.com/m.tar.gz?x=${y}"
     assert "--models" in [unquote_hcl_string(a) for a in task["config"][0]["args"]]
-    assert "local/models" in [unquote_hcl_string(a) for a in task["config"][0]["args"]]
+    assert "/local/models" in [unquote_hcl_string(a) for a in task["config"][0]["args"]]
+
+
+def test_raw_exec_artifact_is_relative_to_the_task_dir() -> None:
+    spec = _spec(model_repository={"artifact": "https://example.com/m.tar.gz", "models": ["a"]})
+    assert spec.repository_path == "local/models"
+    assert '"--models", "local/models"' in render_job(spec)
 
 
 def test_per_model_checks_can_be_turned_off_and_scaling_block_omitted() -> None:

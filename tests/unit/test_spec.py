@@ -51,7 +51,7 @@ def test_minimal_spec_gets_nomad_like_defaults() -> None:
     assert spec.health.ready_path == "/v2/health/ready" and spec.health.per_model is True
     assert spec.gpus.count == 0 and spec.scaling.enabled is False
     assert spec.service_name == "triton-cpu"
-    assert spec.model_repository.source == "path" and spec.model_repository.task_path == "/srv/models"
+    assert spec.model_repository.source == "path" and spec.repository_path == "/srv/models"
 
 
 def test_scaling_policy_defaults_are_usable_by_the_autoscaler() -> None:
@@ -190,7 +190,7 @@ def test_docker_gpu_spec_is_accepted() -> None:
         "spec.toml",
     )
     assert spec.driver.type == "docker" and spec.driver.shm_size_mb == 1024
-    assert spec.model_repository.task_path == "/models"
+    assert spec.repository_path == "/models"
     assert spec.gpus.count == 2 and spec.rollout.auto_promote
 
 
