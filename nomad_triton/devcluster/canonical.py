@@ -147,9 +147,11 @@ def _canonicalize_task(t: dict[str, Any], g: dict[str, Any], job: dict[str, Any]
     res = t.get("Resources")
     if res is None:
         res = t["Resources"] = {}
-    if res.get("CPU") is None and not res.get("Cores"):
-        res["CPU"] = 100
-    _fill(res, {"Cores": 0, "MemoryMB": 300})
+    if res.get("Cores") is None:
+        res["Cores"] = 0
+        if res.get("CPU") is None:
+            res["CPU"] = 100
+    _fill(res, {"CPU": 0, "MemoryMB": 300})  # cores given and no cpu: cpu is 0, as in api Resources
     for dev in res.get("Devices") or []:
         _fill(dev, {"Count": 1})
         for a in dev.get("Affinities") or []:
