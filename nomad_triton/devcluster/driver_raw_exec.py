@@ -1,0 +1,216 @@
+"""raw_exec driver: a task is a real local process in its own process group.
+
+Why a process group: tasks such as PyTriton fork children (tritonserver, python-backend stubs)
+that survive their parent when only the parent is signalled. Nomad's executor kills the whole
+tree; devcluster signals the group (start_new_session=True makes pid == pgid).
+
+The task environment is what Nomad's client builds (taskenv): the task's `env` block plus
+NOMAD_* variables for the allocation, task, resources and ports, plus PATH from the devcluster
+process so commands resolve; `${...}` in command, args and env is interpolated the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+from pathlib import Path
+from typing import Any
+
+_VAR = re.compile(r"\$\{([^}]+)\}")
+_BAD_ENV = re.compile(r"[^A-Za-z0-9_]")
+
+
+def env_key(label: str) -> str:
+    """Nomad replaces characters that are invalid in env var names with underscores."""
+    return _BAD_ENV.sub("_", label)
+
+
+def build_env(
+    *,
+    alloc: dict[str, Any],
+    task: dict[str, Any],
+    node: dict[str, Any],
+    alloc_dir: Path,
+    region: str,
+) -> dict[str, str]:
+    """NOMAD_* variables plus the task's interpolated `env` block (task env wins on conflicts)."""
+    job = alloc.get("Job") or {}
+    tg = next((g for g in job.get("TaskGroups") or [] if g.get("Name") == alloc.get("TaskGroup")), {})
+    tname = task["Name"]
+    res = ((alloc.get("AllocatedResources") or {}).get("Tasks") or {}).get(tname) or {}
+    env: dict[str, str] = {
+        "NOMAD_ALLOC_ID": alloc["ID"],
+        "NOMAD_SHORT_ALLOC_ID": alloc["ID"][:8],
+        "NOMAD_ALLOC_NAME": alloc["Name"],
+        "NOMAD_ALLOC_INDEX": alloc["Name"].rsplit("[", 1)[-1].rstrip("]"),
+        "NOMAD_ALLOC_DIR": str(alloc_dir / "alloc"),
+        "NOMAD_TASK_DIR": str(alloc_dir / tname / "local"),
+        "NOMAD_SECRETS_DIR": str(alloc_dir / tname / "secrets"),
+        "NOMAD_JOB_ID": job.get("ID", ""),
+        "NOMAD_JOB_NAME": job.get("Name") or job.get("ID", ""),
+        "NOMAD_JOB_PARENT_ID": job.get("ParentID") or "",
+        "NOMAD_GROUP_NAME": alloc.get("TaskGroup", ""),
+        "NOMAD_TASK_NAME": tname,
+        "NOMAD_NAMESPACE": alloc.get("Namespace", "default"),
+        "NOMAD_REGION": region,
+        "NOMAD_DC": node.get("Datacenter", ""),
+        "NOMAD_CPU_LIMIT": str((res.get("Cpu") or {}).get("CpuShares", 0)),
+        "NOMAD_MEMORY_LIMIT": str((res.get("Memory") or {}).get("MemoryMB", 0)),
+    }
+    if (res.get("Memory") or {}).get("MemoryMaxMB"):
+        env["NOMAD_MEMORY_MAX_LIMIT"] = str(res["Memory"]["MemoryMaxMB"])
+    for meta in (job.get("Meta"), tg.get("Meta"), task.get("Meta")):
+        for k, v in (meta or {}).items():
+            env[f"NOMAD_META_{env_key(k)}"] = str(v)
+            env[f"NOMAD_META_{k}"] = str(v)
+    for p in ((alloc.get("AllocatedResources") or {}).get("Shared") or {}).get("Ports") or []:
+        label, host = env_key(p["Label"]), int(p["Value"])
+        to = int(p.get("To") or 0)
+        inner = to if to > 0 else host
+        ip = p.get("HostIP") or "127.0.0.1"
+        env[f"NOMAD_PORT_{label}"] = str(inner)
+        env[f"NOMAD_HOST_PORT_{label}"] = str(host)
+        env[f"NOMAD_ALLOC_PORT_{label}"] = str(inner)
+        env[f"NOMAD_IP_{label}"] = ip
+        env[f"NOMAD_HOST_IP_{label}"] = ip
+        env[f"NOMAD_ADDR_{label}"] = f"{ip}:{inner}"
+        env[f"NOMAD_HOST_ADDR_{label}"] = f"{ip}:{host}"
+    gpu_ids = [i for d in res.get("Devices") or [] if d.get("Vendor") == "nvidia" for i in d.get("DeviceIDs") or []]
+    if gpu_ids:
+        env["NVIDIA_VISIBLE_DEVICES"] = ",".join(gpu_ids)
+    env["PATH"] = os.environ.get("PATH", "/usr/bin:/bin")
+    base = dict(env)
+    for k, v in (task.get("Env") or {}).items():
+        env[k] = interpolate(str(v), base, node)
+    return env
+
+
+def interpolate(text: str, env: dict[str, str], node: dict[str, Any]) -> str:
+    """Fill `${NOMAD_*}`, `${env.X}`, `${attr.x}`, `${node.*}`, `${meta.x}`; unknown stays literal."""
+
+    def one(m: re.Match[str]) -> str:
+        key = m.group(1).strip()
+        if key in env:
+            return env[key]
+        if key.startswith("env.") and key[4:] in env:
+            return env[key[4:]]
+        if key.startswith("attr."):
+            v = (node.get("Attributes") or {}).get(key[5:])
+            return m.group(0) if v is None else str(v)
+        if key.startswith("meta."):
+            v = (node.get("Meta") or {}).get(key[5:])
+            return m.group(0) if v is None else str(v)
+        fixed = {
+            "node.unique.id": node.get("ID"),
+            "node.unique.name": node.get("Name"),
+            "node.datacenter": node.get("Datacenter"),
+            "node.class": node.get("NodeClass"),
+            "node.pool": node.get("NodePool"),
+            "node.region": env.get("NOMAD_REGION"),
+        }
+        v = fixed.get(key)
+        return m.group(0) if v is None else str(v)
+
+    return _VAR.sub(one, text)
+
+
+_TEMPLATE_ENV = re.compile(r"\{\{\s*env\s+\"([^\"]+)\"\s*\}\}")
+_TEMPLATE_ANY = re.compile(r"\{\{.*?\}\}", re.S)
+
+
+class UnsupportedTemplate(Exception):
+    """A consul-template function other than `env` (devcluster renders only `{{ env "X" }}`)."""
+
+
+def render_template(text: str, env: dict[str, str]) -> str:
+    """Render the subset of consul-template devcluster supports: `{{ env "X" }}`."""
+    out = _TEMPLATE_ENV.sub(lambda m: env.get(m.group(1), ""), text)
+    leftover = _TEMPLATE_ANY.search(out)
+    if leftover:
+        raise UnsupportedTemplate(f"unsupported template action {leftover.group(0)!r} (devcluster renders "
+                                  '{{ env "X" }} only)')
+    return out
+
+
+def signal_number(name: str | None) -> int:
+    if not name:
+        return signal.SIGTERM
+    try:
+        return int(getattr(signal, name.upper() if name.upper().startswith("SIG") else "SIG" + name.upper()))
+    except AttributeError:
+        return signal.SIGTERM
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def killpg_quiet(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+class TaskProcess:
+    """One run of a task's command. `start()`, then `wait()`; `stop()` signals the group."""
+
+    def __init__(self, command: str, args: list[str], env: dict[str, str], cwd: Path, stdout: Path,
+                 stderr: Path) -> None:
+        self.command, self.args, self.env, self.cwd = command, args, env, cwd
+        self.stdout_path, self.stderr_path = stdout, stderr
+        self.proc: asyncio.subprocess.Process | None = None
+        self.pgid = 0
+
+    async def start(self) -> int:
+        out = open(self.stdout_path, "ab")  # noqa: SIM115 - handed to the child, closed below
+        err = open(self.stderr_path, "ab")  # noqa: SIM115
+        try:
+            self.proc = await asyncio.create_subprocess_exec(
+                self.command, *self.args, cwd=str(self.cwd), env=self.env, stdin=asyncio.subprocess.DEVNULL,
+                stdout=out, stderr=err, start_new_session=True,
+            )
+        finally:
+            out.close()
+            err.close()
+        self.pgid = self.proc.pid
+        return self.proc.pid
+
+    async def wait(self) -> int:
+        """Exit code (negative = killed by that signal). Reaps leftovers of the group afterwards."""
+        assert self.proc is not None
+        code = await self.proc.wait()
+        await self.reap_group(grace_s=0.5)
+        return code
+
+    async def reap_group(self, grace_s: float) -> None:
+        """The leader is gone; give the rest of the group `grace_s`, then SIGKILL it."""
+        if not self.pgid or not group_alive(self.pgid):
+            return
+        killpg_quiet(self.pgid, signal.SIGTERM)
+        deadline = asyncio.get_running_loop().time() + grace_s
+        while group_alive(self.pgid) and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        killpg_quiet(self.pgid, signal.SIGKILL)
+
+    async def stop(self, sig: int, timeout_s: float) -> None:
+        """Send `sig` to the group; SIGKILL the group if the leader outlives `timeout_s`."""
+        if self.proc is None or self.proc.returncode is not None:
+            if self.pgid:
+                killpg_quiet(self.pgid, signal.SIGKILL)
+            return
+        killpg_quiet(self.pgid, sig)
+        try:
+            await asyncio.wait_for(asyncio.shield(self.proc.wait()), timeout=max(0.05, timeout_s))
+        except TimeoutError:
+            killpg_quiet(self.pgid, signal.SIGKILL)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self.proc.wait()), timeout=5)
+        killpg_quiet(self.pgid, signal.SIGKILL)
