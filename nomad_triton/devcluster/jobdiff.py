@@ -34,10 +34,10 @@ FORCES_DESTROY = "forces destroy"
 FORCES_INPLACE = "forces in-place update"
 FORCES_DESTRUCTIVE = "forces create/destroy update"
 
-# Server-managed or separately-diffed job fields (Nomad's Job.Diff filter).
-_JOB_FILTER = {"ID", "Status", "StatusDescription", "Version", "Stable", "CreateIndex", "ModifyIndex",
-               "JobModifyIndex", "Update", "SubmitTime", "NomadTokenID", "VaultToken", "ConsulToken",
-               "Datacenters", "TaskGroups", "Summary"}
+# Job primitives that appear as Fields (user-set ones; server-managed fields such as Status,
+# Version, Stable, SubmitTime and the indexes are Nomad's Job.Diff filter and never show).
+_JOB_FIELDS = {"Region", "Namespace", "Name", "Type", "Priority", "AllAtOnce", "NodePool", "Stop", "ParentID",
+               "Meta", "ConsulNamespace", "VaultNamespace"}
 _MAP_FIELDS = {"Meta", "Env", "CanaryMeta", "GetterOptions", "GetterHeaders", "TaggedAddresses"}
 # DesiredUpdates field -> TaskGroupDiff.Updates key (structs UpdateType* constants).
 _UPDATE_KEYS = {"Ignore": "ignore", "Place": "create", "Migrate": "migrate", "Stop": "destroy",
@@ -249,8 +249,10 @@ def diff_jobs(old: dict | None, new: dict, contextual: bool = True) -> dict[str,
     old_c = canonicalize_job(old) if old is not None else None
     if old_c is not None and old_c.get("ID") != new_c.get("ID"):
         raise ValueError(f'can not diff jobs with different IDs: "{old_c.get("ID")}" and "{new_c.get("ID")}"')
-    skip = _JOB_FILTER | set(_JOB_SPEC)
-    fields = _field_diffs(_primitives(old_c, skip), _primitives(new_c, skip), False)
+    def job_fields(j: dict[str, Any] | None) -> dict[str, str]:
+        return _primitives({k: v for k, v in (j or {}).items() if k in _JOB_FIELDS})
+
+    fields = _field_diffs(job_fields(old_c), job_fields(new_c), False)
     objects = _objects(old_c or {}, new_c, _JOB_SPEC, contextual)
     olds = {g.get("Name", ""): g for g in (old_c or {}).get("TaskGroups") or []}
     news = {g.get("Name", ""): g for g in new_c.get("TaskGroups") or []}

@@ -276,3 +276,13 @@ def test_annotate_diff_adds_updates_and_is_idempotent(base: dict) -> None:
     g = d["TaskGroups"][0]
     assert g["Updates"] == {"create": 1, "ignore": 2}
     assert [f["Annotations"] for f in g["Fields"] if f["Name"] == "Count"] == [[FORCES_CREATE]]
+
+
+def test_server_managed_fields_of_the_stored_job_are_not_changes(base: dict) -> None:
+    stored = dict(copy.deepcopy(base), Status="running", Dispatched=False, SubmitTime=123, CreateIndex=5,
+                  ModifyIndex=9, JobModifyIndex=9, Version=3, Stable=True)
+    assert diff_jobs(stored, base)["Type"] == "None"
+    stopped = dict(copy.deepcopy(base), Stop=True)
+    d = diff_jobs(stopped, base, contextual=False)
+    assert d["Type"] == "Edited"
+    assert d["Fields"] == [{"Type": "Edited", "Name": "Stop", "Old": "true", "New": "false", "Annotations": None}]
