@@ -148,14 +148,12 @@ def apply_set(data: dict[str, Any], item: str, prov: _Provenance) -> None:
             elif not isinstance(node[idx], dict | list):
                 node[idx] = {}
             node, seg_key = node[idx], idx
-        elif isinstance(node, dict):
+        else:  # a dict: intermediate scalars were replaced by tables on the way down
             if last:
                 node[seg] = value
             elif not isinstance(node.get(seg), dict | list):
                 node[seg] = {}
             node, seg_key = node[seg], seg
-        else:  # pragma: no cover - intermediate scalars are replaced above
-            raise SpecError(label, ".".join(map(str, loc)), "is not a table")
         loc.append(seg_key)
     prov.record(tuple(loc), value, label)
 
