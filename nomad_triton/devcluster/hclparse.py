@@ -495,7 +495,9 @@ def _task(d: _Decoder, block: Block) -> dict[str, Any]:
     if res:
         out["Resources"] = _resources(d.sub(res), res)
     _services(d, body, out)
-    templates = [_template(d.sub(b), b) for b in body.blocks_of("template")]
+    # jobspec2's normalizeTemplates fills these at parse time, before any Canonicalize.
+    templates = [{"ChangeMode": "restart", "Perms": "0644", "Splay": 5 * 10**9, "ErrMissingKey": False,
+                  **_template(d.sub(b), b)} for b in body.blocks_of("template")]
     if templates:
         out["Templates"] = templates
     artifacts = [_artifact(d.sub(b), b) for b in body.blocks_of("artifact")]
@@ -578,12 +580,14 @@ def _job(d: _Decoder, block: Block) -> dict[str, Any]:
     (label,) = d.labels(block, ["name"])
     body = block.body
     d.check(body, set(_JOB) | {"meta"},
-            {"constraint", "affinity", "spread", "group", "update", "reschedule", "migrate", "meta"})
+            {"constraint", "affinity", "spread", "group", "update", "reschedule", "migrate", "meta", "task"})
     out = d.attrs(body, _JOB, {})
     out.setdefault("ID", label)
     out.setdefault("Name", label)
     _placement(d, body, out)
-    groups = [_group(d.sub(b), b) for b in body.blocks_of("group")]
+    # A task directly in the job becomes its own group of that name, first (jobspec2 normalizeJob).
+    groups = [{"Name": t["Name"], "Tasks": [t]} for t in (_task(d.sub(b), b) for b in body.blocks_of("task"))]
+    groups += [_group(d.sub(b), b) for b in body.blocks_of("group")]
     if groups:
         out["TaskGroups"] = groups
     for type_, key, schema in (("update", "Update", _UPDATE), ("reschedule", "Reschedule", _RESCHEDULE),

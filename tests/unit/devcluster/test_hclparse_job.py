@@ -302,7 +302,9 @@ def test_resources_and_devices(job: dict) -> None:
 def test_template_and_artifact(job: dict) -> None:
     t = job["TaskGroups"][0]["Tasks"][0]
     assert t["Templates"] == [{"EmbeddedTmpl": 'MODEL={{ env "NOMAD_META_model" }}\n', "DestPath": "local/model.env",
-                               "Envvars": True, "ChangeMode": "restart"}]
+                               "Envvars": True, "ChangeMode": "restart",
+                               # filled at parse time by jobspec2's normalizeTemplates:
+                               "Perms": "0644", "Splay": 5 * S, "ErrMissingKey": False}]
     assert t["Artifacts"] == [{"GetterSource": "https://example.com/model.tar.gz", "RelativeDest": "local/model",
                                "GetterOptions": {"checksum": "sha256:abc"}}]
 
@@ -312,6 +314,12 @@ def test_canonicalize_flag_applies_defaults() -> None:
                         canonicalize=True)
     assert (job["Region"], job["Namespace"], job["Priority"], job["Type"]) == ("global", "default", 50, "service")
     assert job["TaskGroups"][0]["Tasks"][0]["Resources"]["CPU"] == 100
+
+
+def test_task_directly_in_job_becomes_its_own_group() -> None:
+    job = parse_job_hcl('job "j" {\n  task "solo" {\n    driver = "raw_exec"\n  }\n  group "g" {\n  }\n}\n')
+    assert [g["Name"] for g in job["TaskGroups"]] == ["solo", "g"]
+    assert job["TaskGroups"][0]["Tasks"] == [{"Name": "solo", "Driver": "raw_exec"}]
 
 
 def _wrap_task(inner: str) -> str:
