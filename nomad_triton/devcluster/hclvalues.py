@@ -37,8 +37,11 @@ _META_KEYS = {"__is_block__", "__start_line__", "__end_line__", "__comments__", 
 
 
 def hcl_error(summary: str, detail: str, where: str = "") -> ApiError:
-    """A 400 shaped like an HCL diagnostic (`input.hcl: Summary; Detail`), as Nomad's parse returns."""
-    loc = f"{FILENAME}:{where}" if where else FILENAME
+    """A 400 shaped like an HCL diagnostic (`input.hcl: Summary; Detail`), as Nomad's parse returns.
+
+    python-hcl2 8.1 keeps no source positions for blocks, so the block path stands in for Nomad's
+    `line,col` range: `input.hcl (job "j" > group "g"): Unsupported argument; ...`."""
+    loc = f"{FILENAME} ({where})" if where else FILENAME
     return ApiError(400, f"{loc}: {summary}; {detail}")
 
 
