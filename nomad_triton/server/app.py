@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -19,20 +18,9 @@ from pytriton.triton import Triton, TritonConfig, TritonLifecyclePolicy, TritonS
 from nomad_triton.server.backends import InferFn, PreparedModel, check_outputs
 from nomad_triton.server.drain import InFlight
 from nomad_triton.server.model_repo import LoadedModel, TensorSpec
+from nomad_triton.server.settings import ServerSettings
 
 LOG = logging.getLogger("nomad_triton.server")
-
-
-@dataclass(frozen=True)
-class ServerSettings:
-    """Where and how the server listens; resolved from NOMAD_* env and flags by `settings.py`."""
-
-    host: str
-    http_port: int
-    grpc_port: int
-    metrics_port: int
-    drain_timeout_s: int
-    log_verbose: int = 0
 
 
 def _tensors(specs: list[TensorSpec]) -> list[Tensor]:

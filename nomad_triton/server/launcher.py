@@ -23,8 +23,8 @@ from dataclasses import asdict
 from pathlib import Path
 from types import FrameType
 
-from nomad_triton.server.app import ServerSettings
 from nomad_triton.server.model_repo import RepositoryError, load_repository
+from nomad_triton.server.settings import ServerSettings
 from nomad_triton.server.worker import EXIT_BAD_INPUT, EXIT_FAILED, TOKEN_ENV
 
 KILL_GRACE_S = 10.0  # beyond the drain deadline: tritonserver unload + PyTriton cleanup

@@ -7,12 +7,23 @@ repeat port numbers; the flags exist for running outside Nomad.
 from __future__ import annotations
 
 from collections.abc import Mapping
-
-from nomad_triton.server.app import ServerSettings
+from dataclasses import dataclass
 
 DEFAULT_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 DEFAULT_HOST = "127.0.0.1"
 MAX_DRAIN_S = 25  # PyTriton waits 30 s for tritonserver to exit before killing it; stay below that.
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Where and how the server listens; resolved from NOMAD_* env and flags by `resolve`."""
+
+    host: str
+    http_port: int
+    grpc_port: int
+    metrics_port: int
+    drain_timeout_s: int
+    log_verbose: int = 0
 
 
 class SettingsError(ValueError):

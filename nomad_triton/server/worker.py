@@ -18,8 +18,8 @@ import threading
 import time
 from pathlib import Path
 
-from nomad_triton.server.app import ServerSettings
 from nomad_triton.server.model_repo import RepositoryError, load_repository
+from nomad_triton.server.settings import ServerSettings
 
 LOG = logging.getLogger("nomad_triton.server")
 TOKEN_ENV = "NOMAD_TRITON_ACCESS_TOKEN"

@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 SLOW_TOML = """
 max_batch_size = 8
+instance_count = 2  # the two concurrent slow requests run side by side
 entrypoint = "model:infer"
 [[inputs]]
 name = "seconds"
