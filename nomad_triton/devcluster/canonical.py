@@ -72,7 +72,7 @@ def _update_is_empty(u: dict[str, Any] | None) -> bool:
 def canonicalize_job(job: dict) -> dict:
     """Return a canonical copy of `job` (API Job JSON) with Nomad's defaults filled in."""
     j = copy.deepcopy(job)
-    j.setdefault("ID", "")
+    _fill(j, {"ID": ""})  # `null` from Go clients counts as unset, like a nil pointer
     if j.get("Name") is None:
         j["Name"] = j["ID"]
     _fill(j, {"ParentID": "", "Namespace": "default", "Priority": 50, "Stop": False, "Region": "global",
@@ -97,7 +97,7 @@ def canonicalize_job(job: dict) -> dict:
 
 def _canonicalize_group(g: dict[str, Any], job: dict[str, Any]) -> None:
     job_type = job["Type"]
-    g.setdefault("Name", "")
+    _fill(g, {"Name": ""})
     scaling = g.get("Scaling")
     if g.get("Count") is None:
         g["Count"] = scaling["Min"] if scaling and scaling.get("Min") is not None else 1

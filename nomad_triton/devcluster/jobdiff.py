@@ -82,10 +82,18 @@ def _flatten_all(value: Any, prefix: str = "", out: dict[str, str] | None = None
     return out
 
 
-def _field_diffs(old: dict[str, str], new: dict[str, str], contextual: bool) -> list[dict[str, Any]]:
+_ZERO = ("", "0", "false")
+
+
+def _field_diffs(old: dict[str, str], new: dict[str, str], contextual: bool,
+                 both: bool = True) -> list[dict[str, Any]]:
+    """`both`: the object exists on both sides (an Added/Deleted object lists every field)."""
     diffs = []
     for name in sorted(set(old) | set(new)):
         o, n = old.get(name), new.get(name)
+        # Go structs have zero values where JSON from a parse omits keys: absent == zero value.
+        if both and ((o is None and n in _ZERO) or (n is None and o in _ZERO)):
+            o = n = o if o is not None else n
         if o == n:
             if not contextual:
                 continue
@@ -140,11 +148,12 @@ def _object_diff(name: str, old: Any, new: Any, spec: dict[str, Any] | None, con
     """One nested struct: primitive fields + its own nested objects; None when nothing differs."""
     if old is None and new is None:
         return None
+    both = old is not None and new is not None
     if spec is None:  # free-form map (Config, Policy, Header): flatten everything
-        fields = _field_diffs(_flatten_all(old or {}), _flatten_all(new or {}), contextual)
+        fields = _field_diffs(_flatten_all(old or {}), _flatten_all(new or {}), contextual, both)
         objects: list[dict[str, Any]] = []
     else:
-        fields = _field_diffs(_primitives(old, set(spec)), _primitives(new, set(spec)), contextual)
+        fields = _field_diffs(_primitives(old, set(spec)), _primitives(new, set(spec)), contextual, both)
         objects = _objects(old or {}, new or {}, spec, contextual)
     kind = _type_of(old, new, fields, objects)
     if kind == NONE:
@@ -217,7 +226,7 @@ def _keyed_diff(name: str, old: list[dict], new: list[dict], child: Any, context
 
 def _task_diff(old: dict | None, new: dict | None, contextual: bool) -> dict[str, Any]:
     skip = set(_TASK_SPEC) | {"Name", "RestartPolicy"}
-    fields = _field_diffs(_primitives(old, skip), _primitives(new, skip), contextual)
+    fields = _field_diffs(_primitives(old, skip), _primitives(new, skip), contextual, None not in (old, new))
     objects = _objects(old or {}, new or {}, _TASK_SPEC, contextual)
     name = (new or old or {}).get("Name", "")
     return {"Type": _type_of(old, new, fields, objects), "Name": name, "Fields": fields or None,
@@ -226,7 +235,7 @@ def _task_diff(old: dict | None, new: dict | None, contextual: bool) -> dict[str
 
 def _group_diff(old: dict | None, new: dict | None, contextual: bool) -> dict[str, Any]:
     skip = set(_GROUP_SPEC) | {"Name", "Tasks"}
-    fields = _field_diffs(_primitives(old, skip), _primitives(new, skip), contextual)
+    fields = _field_diffs(_primitives(old, skip), _primitives(new, skip), contextual, None not in (old, new))
     objects = _objects(old or {}, new or {}, _GROUP_SPEC, contextual)
     olds = {t.get("Name", ""): t for t in (old or {}).get("Tasks") or []}
     news = {t.get("Name", ""): t for t in (new or {}).get("Tasks") or []}
@@ -252,7 +261,7 @@ def diff_jobs(old: dict | None, new: dict, contextual: bool = True) -> dict[str,
     def job_fields(j: dict[str, Any] | None) -> dict[str, str]:
         return _primitives({k: v for k, v in (j or {}).items() if k in _JOB_FIELDS})
 
-    fields = _field_diffs(job_fields(old_c), job_fields(new_c), False)
+    fields = _field_diffs(job_fields(old_c), job_fields(new_c), False, old_c is not None)
     objects = _objects(old_c or {}, new_c, _JOB_SPEC, contextual)
     olds = {g.get("Name", ""): g for g in (old_c or {}).get("TaskGroups") or []}
     news = {g.get("Name", ""): g for g in new_c.get("TaskGroups") or []}

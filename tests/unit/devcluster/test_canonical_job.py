@@ -203,3 +203,36 @@ def test_idempotent_and_pure_on_a_full_job() -> None:
 def test_idempotent_per_type(job_type: str) -> None:
     once = canonicalize_job(_job(job_type))
     assert canonicalize_job(once) == once
+
+
+# What Go's api.Job marshals to (the nomad CLI, Terraform, Go clients): unset pointers are null,
+# non-pointer fields carry zero values.
+GO_CLIENT_JOB = {
+    "ID": "web", "Name": None, "Region": None, "Namespace": None, "Type": None, "Priority": None,
+    "AllAtOnce": None, "Datacenters": None, "NodePool": None, "Constraints": None, "Affinities": None,
+    "Update": None, "Spreads": None, "Meta": None, "Stop": None, "Reschedule": None, "Migrate": None,
+    "TaskGroups": [{
+        "Name": "g", "Count": None, "Constraints": None, "Affinities": None, "Spreads": None,
+        "RestartPolicy": None, "ReschedulePolicy": None, "EphemeralDisk": None, "Update": None,
+        "Migrate": None, "Networks": None, "Meta": None, "Services": None, "Scaling": None,
+        "Tasks": [{
+            "Name": "t", "Driver": "raw_exec", "User": "", "Config": {"command": "/bin/true"},
+            "Constraints": None, "Env": None, "Services": None, "Resources": None, "RestartPolicy": None,
+            "Meta": None, "KillTimeout": None, "LogConfig": None, "Artifacts": None, "Templates": None,
+            "Leader": False, "ShutdownDelay": 0, "KillSignal": "", "Kind": "", "Lifecycle": None,
+        }],
+    }],
+}
+
+
+def test_nulls_from_go_clients_count_as_unset() -> None:
+    from nomad_triton.devcluster.validate import validate_job
+
+    j = canonicalize_job(GO_CLIENT_JOB)
+    assert (j["Name"], j["Region"], j["Type"], j["Priority"], j["NodePool"]) == ("web", "global", "service", 50,
+                                                                                 "default")
+    g = j["TaskGroups"][0]
+    assert g["Count"] == 1 and g["Update"] == default_update()
+    assert g["Tasks"][0]["Resources"]["MemoryMB"] == 300 and g["Tasks"][0]["KillTimeout"] == 5 * S
+    assert canonicalize_job(j) == j
+    assert validate_job(GO_CLIENT_JOB) == ([], [])

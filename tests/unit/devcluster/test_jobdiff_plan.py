@@ -286,3 +286,18 @@ def test_server_managed_fields_of_the_stored_job_are_not_changes(base: dict) -> 
     d = diff_jobs(stopped, base, contextual=False)
     assert d["Type"] == "Edited"
     assert d["Fields"] == [{"Type": "Edited", "Name": "Stop", "Old": "true", "New": "false", "Annotations": None}]
+
+
+def test_go_client_job_equals_the_same_job_parsed_from_hcl() -> None:
+    # Go's api.Job JSON: unset pointers null, plain fields zero-valued (User "", Leader false, ...).
+    go_client_job = {
+        "ID": "web", "Name": None, "Region": None, "Type": None, "Priority": None, "Meta": None, "Update": None,
+        "TaskGroups": [{"Name": "g", "Count": None, "Networks": None, "Services": None, "Tasks": [{
+            "Name": "t", "Driver": "raw_exec", "User": "", "Config": {"command": "/bin/true"}, "Env": None,
+            "Resources": None, "KillTimeout": None, "Leader": False, "ShutdownDelay": 0, "KillSignal": "",
+        }]}],
+    }
+    parsed = parse_job_hcl('job "web" {\n  group "g" {\n    task "t" {\n      driver = "raw_exec"\n'
+                           '      config {\n        command = "/bin/true"\n      }\n    }\n  }\n}\n')
+    assert diff_jobs(parsed, go_client_job)["Type"] == "None"
+    assert diff_jobs(go_client_job, parsed)["Type"] == "None"
