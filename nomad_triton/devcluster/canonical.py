@@ -177,6 +177,8 @@ def _canonicalize_task(t: dict[str, Any], g: dict[str, Any], job: dict[str, Any]
         _canonicalize_service(s, t, g, job)
     for a in t.get("Affinities") or []:
         _fill(a, {"Weight": 50})
+    for vm in t.get("VolumeMounts") or []:
+        _fill(vm, {"PropagationMode": "private", "ReadOnly": False, "SELinuxLabel": ""})
     if t.get("Lifecycle") is not None and not t["Lifecycle"].get("Hook"):
         t.pop("Lifecycle")
     t["RestartPolicy"] = _merged(g["RestartPolicy"], t.get("RestartPolicy"))

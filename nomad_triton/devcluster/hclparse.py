@@ -133,7 +133,7 @@ def _any(v: Any, where: str) -> Any:
 
 # Known Nomad blocks that devcluster deliberately does not implement: named as unsupported.
 _KNOWN_UNSUPPORTED = {
-    "vault", "multiregion", "periodic", "parameterized", "consul", "volume", "volume_mount", "csi_plugin",
+    "vault", "multiregion", "periodic", "parameterized", "consul", "csi_plugin",
     "connect", "identity", "dispatch_payload", "disconnect", "numa", "secret", "schedule", "action",
     "dynamic",
 }
@@ -479,7 +479,7 @@ def _task(d: _Decoder, block: Block) -> dict[str, Any]:
     body = block.body
     d.check(body, set(_TASK) | {"env", "meta", "config"},
             {"config", "env", "meta", "resources", "service", "template", "artifact", "constraint", "affinity",
-             "restart", "logs", "lifecycle"})
+             "restart", "logs", "lifecycle", "volume_mount"})
     out = d.attrs(body, _TASK, {"Name": name})
     config = d.one(body, "config")
     if "config" in body.attrs:
@@ -504,6 +504,9 @@ def _task(d: _Decoder, block: Block) -> dict[str, Any]:
     if artifacts:
         out["Artifacts"] = artifacts
     _placement(d, body, out, spreads=False)
+    mounts = [_simple(d.sub(b), b, _VOLUME_MOUNT) for b in body.blocks_of("volume_mount")]
+    if mounts:
+        out["VolumeMounts"] = mounts
     for type_, key, schema in (
         ("restart", "RestartPolicy", _RESTART),
         ("logs", "LogConfig", {"max_files": ("MaxFiles", _int), "max_file_size": ("MaxFileSizeMB", _int),
@@ -532,6 +535,29 @@ def _scaling(d: _Decoder, block: Block) -> dict[str, Any]:
     return out
 
 
+_VOLUME = {"type": ("Type", _str), "source": ("Source", _str), "read_only": ("ReadOnly", _bool),
+           "access_mode": ("AccessMode", _str), "attachment_mode": ("AttachmentMode", _str),
+           "per_alloc": ("PerAlloc", _bool)}
+_VOLUME_MOUNT = {"volume": ("Volume", _str), "destination": ("Destination", _str), "read_only": ("ReadOnly", _bool),
+                 "propagation_mode": ("PropagationMode", _str), "selinux_label": ("SELinuxLabel", _str)}
+
+
+def _volumes(d: _Decoder, body: Body) -> dict[str, Any] | None:
+    """Group `volume "name" {}` blocks -> TaskGroup.Volumes, a map keyed by the label (Nomad's shape)."""
+    out: dict[str, Any] = {}
+    for block in body.blocks_of("volume"):
+        vd = d.sub(block)
+        (name,) = vd.labels(block, ["name"])
+        vd.check(block.body, set(_VOLUME), {"mount_options"})
+        if block.body.blocks_of("mount_options"):
+            raise hcl_error("Unsupported block type",
+                            'Blocks of type "mount_options" are not supported by devcluster.', vd.where)
+        if name in out:
+            raise hcl_error("Duplicate volume block", f'A volume named "{name}" is already defined.', d.where)
+        out[name] = vd.attrs(block.body, _VOLUME, {"Name": name})
+    return out or None
+
+
 _GROUP = {"count": ("Count", _int), "shutdown_delay": ("ShutdownDelay", _dur),
           "stop_after_client_disconnect": ("StopAfterClientDisconnect", _dur),
           "max_client_disconnect": ("MaxClientDisconnect", _dur),
@@ -543,7 +569,7 @@ def _group(d: _Decoder, block: Block) -> dict[str, Any]:
     body = block.body
     d.check(body, set(_GROUP) | {"meta"},
             {"constraint", "affinity", "spread", "task", "network", "service", "update", "restart", "reschedule",
-             "ephemeral_disk", "scaling", "meta", "migrate"})
+             "ephemeral_disk", "scaling", "meta", "migrate", "volume"})
     out = d.attrs(body, _GROUP, {"Name": name})
     _placement(d, body, out)
     tasks = [_task(d.sub(b), b) for b in body.blocks_of("task")]
@@ -559,6 +585,9 @@ def _group(d: _Decoder, block: Block) -> dict[str, Any]:
         value = _one_simple(d, body, type_, schema)
         if value is not None:
             out[key] = value
+    volumes = _volumes(d, body)
+    if volumes:
+        out["Volumes"] = volumes
     scaling = d.one(body, "scaling")
     if scaling:
         out["Scaling"] = _scaling(d.sub(scaling), scaling)

@@ -133,11 +133,13 @@ _GROUP_SPEC: dict[str, tuple[str, str, Any]] = {
     "EphemeralDisk": ("EphemeralDisk", "one", {}), "Update": ("Update", "one", {}),
     "Migrate": ("Migrate", "one", {}), "Networks": ("Network", "set", _NETWORK_SPEC),
     "Services": ("Service", "keyed", _SERVICE_SPEC), "Scaling": ("Scaling", "one", {"Policy": ("Policy", "all", None)}),
+    "Volumes": ("Volume", "keyed", {}),
 }
 _TASK_SPEC: dict[str, tuple[str, str, Any]] = {
     **_PLACEMENT, "Config": ("Config", "all", None), "Resources": ("Resources", "one", _RESOURCES_SPEC),
     "LogConfig": ("LogConfig", "one", {}), "Artifacts": ("Artifact", "set", {}), "Templates": ("Template", "set", {}),
     "Services": ("Service", "keyed", _SERVICE_SPEC), "Lifecycle": ("Lifecycle", "one", {}),
+    "VolumeMounts": ("VolumeMount", "set", {}),
 }
 _JOB_SPEC: dict[str, tuple[str, str, Any]] = {
     "Datacenters": ("Datacenters", "strset", None), **_PLACEMENT, "Spreads": ("Spread", "set", _SPREAD_SPEC),
@@ -213,9 +215,10 @@ def _set_diff(name: str, old: list[dict], new: list[dict], child: Any, contextua
     return out
 
 
-def _keyed_diff(name: str, old: list[dict], new: list[dict], child: Any, contextual: bool) -> list[dict]:
-    olds = {o.get("Name", ""): o for o in old}
-    news = {n.get("Name", ""): n for n in new}
+def _keyed_diff(name: str, old: list[dict] | dict, new: list[dict] | dict, child: Any, contextual: bool) -> list[dict]:
+    """Members paired by Name; a map (TaskGroup.Volumes) is keyed by its keys."""
+    olds = dict(old) if isinstance(old, dict) else {o.get("Name", ""): o for o in old}
+    news = dict(new) if isinstance(new, dict) else {n.get("Name", ""): n for n in new}
     out = []
     for key in sorted(set(olds) | set(news)):
         d = _object_diff(name, olds.get(key), news.get(key), child, contextual)

@@ -361,3 +361,30 @@ def test_env_block_and_attribute_together_is_an_error() -> None:
         parse_job_hcl(text)
     assert exc.value.status == 400
     assert "env" in exc.value.message
+
+
+def test_host_volumes_and_mounts() -> None:
+    text = """
+job "j" {
+  group "g" {
+    volume "models" {
+      type      = "host"
+      source    = "triton-models"
+      read_only = true
+    }
+    task "t" {
+      driver = "docker"
+      volume_mount {
+        volume      = "models"
+        destination = "/models"
+        read_only   = true
+      }
+    }
+  }
+}
+"""
+    g = parse_job_hcl(text)["TaskGroups"][0]
+    assert g["Volumes"] == {"models": {"Name": "models", "Type": "host", "Source": "triton-models", "ReadOnly": True}}
+    assert g["Tasks"][0]["VolumeMounts"] == [{"Volume": "models", "Destination": "/models", "ReadOnly": True}]
+    canonical = parse_job_hcl(text, canonicalize=True)["TaskGroups"][0]["Tasks"][0]["VolumeMounts"][0]
+    assert (canonical["PropagationMode"], canonical["SELinuxLabel"]) == ("private", "")

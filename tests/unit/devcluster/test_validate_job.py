@@ -187,3 +187,17 @@ def test_format_multierror() -> None:
 )
 def test_go_duration(ns: int, text: str) -> None:
     assert go_duration(ns) == text
+
+
+@pytest.mark.parametrize("spec_file", ["cpu-example.toml", "gpu-example.toml"])
+def test_the_projects_example_specs_render_parse_and_validate_clean(spec_file: str) -> None:
+    """devcluster must accept what nomad-triton itself renders (register refuses invalid jobs)."""
+    from pathlib import Path
+
+    from nomad_triton.render import render_job
+    from nomad_triton.spec import load_spec
+
+    root = Path(__file__).resolve().parents[3]
+    job = parse_job_hcl(render_job(load_spec(root / "jobs" / spec_file)))
+    assert validate_job(job) == ([], [])
+    assert job["TaskGroups"][0]["Services"][0]["Provider"] == "nomad"
