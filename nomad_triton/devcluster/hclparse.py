@@ -73,6 +73,8 @@ def _type_error(where: str, expected: str, value: Any) -> ApiError:
 def _str(v: Any, where: str) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))  # cty renders the number 2.0 as "2"
     if isinstance(v, int | float):
         return str(v)
     if not isinstance(v, str):

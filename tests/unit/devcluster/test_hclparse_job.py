@@ -388,3 +388,8 @@ job "j" {
     assert g["Tasks"][0]["VolumeMounts"] == [{"Volume": "models", "Destination": "/models", "ReadOnly": True}]
     canonical = parse_job_hcl(text, canonicalize=True)["TaskGroups"][0]["Tasks"][0]["VolumeMounts"][0]
     assert (canonical["PropagationMode"], canonical["SELinuxLabel"]) == ("private", "")
+
+
+def test_meta_values_convert_to_strings_like_cty() -> None:
+    job = parse_job_hcl('job "j" {\n  meta {\n    a = 2.0\n    b = 1.5\n    c = true\n    d = 7\n  }\n}\n')
+    assert job["Meta"] == {"a": "2", "b": "1.5", "c": "true", "d": "7"}
