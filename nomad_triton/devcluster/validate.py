@@ -203,10 +203,12 @@ def _port_labels(tg: dict[str, Any]) -> set[str]:
 def _service_errors(s: dict[str, Any], ports: set[str]) -> list[str]:
     errs: list[str] = []
     name = s.get("Name") or ""
-    if not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?", name.replace("${", "").replace("}", "")):
+    # Nomad strips runtime interpolations first (ReplaceEnvWithPlaceHolder), then checks RFC 1123.
+    stripped = re.sub(r"\$\{[^}]*\}", "ENV-VAR", name)
+    if not re.fullmatch(r"[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]{0,61}[A-Za-z0-9]", stripped):
         errs.append(
-            "Service name must be valid per RFC 1123 and can contain only alphanumeric characters or dashes: "
-            f'"{name}"'
+            "Service name must be valid per RFC 1123 and can contain only alphanumeric characters or dashes "
+            f'and must be no longer than 63 characters: "{name}"'
         )
     if s.get("Provider") not in ("consul", "nomad"):
         errs.append('Service provider must be "consul", or "nomad"')

@@ -201,3 +201,17 @@ def test_the_projects_example_specs_render_parse_and_validate_clean(spec_file: s
     job = parse_job_hcl(render_job(load_spec(root / "jobs" / spec_file)))
     assert validate_job(job) == ([], [])
     assert job["TaskGroups"][0]["Services"][0]["Provider"] == "nomad"
+
+
+@pytest.mark.parametrize(
+    ("name", "ok"),
+    [("api", True), ("${NOMAD_JOB_NAME}-http", True), ("a" * 63, True), ("a" * 64, False), ("bad_name", False),
+     ("-lead", False)],
+)
+def test_service_names_follow_rfc1123_after_interpolation(name: str, ok: bool) -> None:
+    job = good()
+    _tg(job)["Services"][0]["Name"] = name
+    errors, _ = validate_job(job)
+    assert (errors == []) is ok, errors
+    if not ok:
+        assert "Service name must be valid per RFC 1123" in errors[0]
