@@ -194,7 +194,8 @@ def _scaling_errors(tg: dict[str, Any]) -> list[str]:
 
 def _port_labels(tg: dict[str, Any]) -> set[str]:
     labels: set[str] = set()
-    for n in tg.get("Networks") or []:
+    task_nets = [n for t in tg.get("Tasks") or [] for n in ((t.get("Resources") or {}).get("Networks") or [])]
+    for n in (tg.get("Networks") or []) + task_nets:
         for p in (n.get("DynamicPorts") or []) + (n.get("ReservedPorts") or []):
             labels.add(p.get("Label"))
     return labels
