@@ -18,7 +18,7 @@ def serve(
     http_port: int | None = typer.Option(None, help="HTTP port (NOMAD_PORT_http wins; default 8000)."),
     grpc_port: int | None = typer.Option(None, help="gRPC port (NOMAD_PORT_grpc wins; default 8001)."),
     metrics_port: int | None = typer.Option(None, help="Metrics port (NOMAD_PORT_metrics wins; default 8002)."),
-    host: str | None = typer.Option(None, help="Bind address (NOMAD_IP_http wins; default 127.0.0.1)."),
+    host: str | None = typer.Option(None, help="Bind address (else NOMAD_IP_http, else 127.0.0.1)."),
     drain_timeout: int = typer.Option(20, help=f"Seconds in-flight requests get after SIGTERM (max {MAX_DRAIN_S})."),
     log_verbose: int = typer.Option(0, help="tritonserver verbose log level (0 = off; costs throughput)."),
     as_json: bool = typer.Option(False, "--json", help="Emit lifecycle events as JSON lines."),

@@ -1,7 +1,9 @@
-"""Resolve listen address and ports: Nomad's NOMAD_IP_*/NOMAD_PORT_* win over flags, flags over defaults.
+"""Resolve listen address and ports from Nomad's environment, flags and defaults.
 
-Nomad allocates dynamic ports and tells the task through the environment, so a job file never has to
-repeat port numbers; the flags exist for running outside Nomad.
+Ports: NOMAD_PORT_* win over flags (Nomad allocates dynamic ports and tells the task only through the
+environment, so a job file never repeats port numbers). Address: an explicit --host wins over
+NOMAD_IP_http, because in a Docker-driver task NOMAD_IP_http is the host's address, which does not
+exist inside the container's network namespace; the image passes --host 0.0.0.0. Default 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ def resolve(
     if len(set(ports.values())) != 3:
         raise SettingsError(f"ports must differ: {ports}")
     return ServerSettings(
-        host=env.get("NOMAD_IP_http") or host or DEFAULT_HOST,
+        host=host or env.get("NOMAD_IP_http") or DEFAULT_HOST,
         http_port=ports["http"],
         grpc_port=ports["grpc"],
         metrics_port=ports["metrics"],

@@ -17,13 +17,18 @@ def test_defaults() -> None:
     assert (s.host, s.http_port, s.grpc_port, s.metrics_port) == ("127.0.0.1", 8000, 8001, 8002)
 
 
-def test_flags_then_nomad_env_wins() -> None:
-    flags = dict(host="10.0.0.5", http_port=9000, grpc_port=9001, metrics_port=9002)
+def test_nomad_ports_win_over_flags() -> None:
+    flags = dict(http_port=9000, grpc_port=9001, metrics_port=9002)
     assert resolve({}, **flags).http_port == 9000
     env = {"NOMAD_PORT_http": "23456", "NOMAD_PORT_grpc": "23457", "NOMAD_PORT_metrics": "23458",
            "NOMAD_IP_http": "192.168.1.7"}
     s = resolve(env, **flags)
     assert (s.host, s.http_port, s.grpc_port, s.metrics_port) == ("192.168.1.7", 23456, 23457, 23458)
+
+
+def test_explicit_host_wins_over_nomad_ip() -> None:
+    # Docker-driver tasks: NOMAD_IP_http is the host's address; the container must bind 0.0.0.0.
+    assert resolve({"NOMAD_IP_http": "192.168.1.7"}, host="0.0.0.0").host == "0.0.0.0"
 
 
 def test_partial_env_mixes_with_flags() -> None:
