@@ -251,6 +251,10 @@ def _group_diff(old: dict | None, new: dict | None, contextual: bool) -> dict[st
             "Updates": None}
 
 
+def _job_fields(job: dict[str, Any] | None) -> dict[str, str]:
+    return _primitives({k: v for k, v in (job or {}).items() if k in _JOB_FIELDS})
+
+
 def diff_jobs(old: dict | None, new: dict, contextual: bool = True) -> dict[str, Any]:
     """Nomad's `old.Diff(new, contextual)` for API Job dicts, with Count and task annotations applied.
 
@@ -261,10 +265,7 @@ def diff_jobs(old: dict | None, new: dict, contextual: bool = True) -> dict[str,
     old_c = canonicalize_job(old) if old is not None else None
     if old_c is not None and old_c.get("ID") != new_c.get("ID"):
         raise ValueError(f'can not diff jobs with different IDs: "{old_c.get("ID")}" and "{new_c.get("ID")}"')
-    def job_fields(j: dict[str, Any] | None) -> dict[str, str]:
-        return _primitives({k: v for k, v in (j or {}).items() if k in _JOB_FIELDS})
-
-    fields = _field_diffs(job_fields(old_c), job_fields(new_c), False, old_c is not None)
+    fields = _field_diffs(_job_fields(old_c), _job_fields(new_c), False, old_c is not None)
     objects = _objects(old_c or {}, new_c, _JOB_SPEC, contextual)
     olds = {g.get("Name", ""): g for g in (old_c or {}).get("TaskGroups") or []}
     news = {g.get("Name", ""): g for g in new_c.get("TaskGroups") or []}
