@@ -80,6 +80,8 @@ def _supplied_variables(variables: str | dict[str, Any] | None) -> dict[str, Any
         return {}
     if isinstance(variables, dict):
         return dict(variables)
+    if not isinstance(variables, str):
+        raise ApiError(400, "error parsing: Variables must be variable-file text such as 'x = \"v\"'")
     body = to_body(load_hcl(variables))
     if body.blocks:
         raise hcl_error("Unexpected block in variables", f'Blocks of type "{body.blocks[0].type}" are not allowed '

@@ -159,3 +159,11 @@ def test_bad_duration_in_job_names_the_attribute() -> None:
         parse_job_hcl(text)
     assert "Unsuitable duration value" in exc.value.message
     assert "kill_timeout" in exc.value.message
+
+
+@pytest.mark.parametrize("variables", [["x"], 'x = = "v"', 'job "x" {\n}\n'])
+def test_bad_variables_payload_is_a_400(variables: object) -> None:
+    decls = 'variable "x" {\n  default = "d"\n}\n'
+    with pytest.raises(ApiError) as exc:
+        _env('"${var.x}"', variables, decls)  # type: ignore[arg-type]
+    assert exc.value.status == 400
