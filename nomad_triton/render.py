@@ -156,6 +156,7 @@ def template_context(spec: DeploymentSpec) -> dict[str, Any]:
         "task_env": env,
         "policy": policy,
         "policy_width": max(map(len, policy), default=0),
+        "env_width": max(len(hcl_string(k)) for k in [*env, "PYTRITON_HOME"]),
         "ulimit_width": max(map(len, getattr(driver, "ulimits", {}) or {}), default=0),
         "checks": _checks(spec),
     }
