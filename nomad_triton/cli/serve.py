@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 from pathlib import Path
 
 import typer
 
 from nomad_triton.server import launcher
 from nomad_triton.server.settings import MAX_DRAIN_S, SettingsError, resolve
+from nomad_triton.server.worker import report
 
 
 def serve(
@@ -30,8 +29,7 @@ def serve(
             drain_timeout_s=drain_timeout, log_verbose=log_verbose,
         )
     except SettingsError as exc:
-        msg = json.dumps({"error": str(exc)}) if as_json else f"error: {exc}"
-        print(msg, file=sys.stderr)
+        report(as_json, str(exc))
         raise typer.Exit(2) from None
     raise typer.Exit(launcher.run(models, settings, as_json))
 

@@ -25,7 +25,7 @@ from types import FrameType
 
 from nomad_triton.server.model_repo import RepositoryError, load_repository
 from nomad_triton.server.settings import ServerSettings
-from nomad_triton.server.worker import EXIT_BAD_INPUT, EXIT_FAILED, TOKEN_ENV
+from nomad_triton.server.worker import EXIT_BAD_INPUT, EXIT_FAILED, TOKEN_ENV, report
 
 KILL_GRACE_S = 10.0  # beyond the drain deadline: tritonserver unload + PyTriton cleanup
 
@@ -65,7 +65,7 @@ def run(models_dir: Path, settings: ServerSettings, as_json: bool = False) -> in
         load_repository(models_dir)  # fast schema check here; imports and ONNX checks in the worker
     except RepositoryError as exc:
         for line in exc.lines:
-            print(f"error: {line}", file=sys.stderr, flush=True)
+            report(as_json, line)
         return EXIT_BAD_INPUT
     token = os.environ.get(TOKEN_ENV) or secrets.token_urlsafe(32)
     read_fd, write_fd = os.pipe()
@@ -91,7 +91,7 @@ def run(models_dir: Path, settings: ServerSettings, as_json: bool = False) -> in
                 break
             except subprocess.TimeoutExpired:
                 if deadline and time.monotonic() > deadline[0]:
-                    print("error: drain deadline passed; killing the server", file=sys.stderr, flush=True)
+                    report(as_json, "drain deadline passed; killing the server")
                     _kill_group(proc.pid)
     finally:
         _kill_group(proc.pid)  # stubs or tritonserver left by a crashed worker

@@ -41,6 +41,12 @@ def _emit(as_json: bool, event: str, text: str, **fields: object) -> None:
     print(line, flush=True)
 
 
+def report(as_json: bool, message: str, level: str = "error") -> None:
+    """One line on stderr: `error: ...` for people, {"event": "error", ...} with --json."""
+    line = json.dumps({"event": level, "message": message}) if as_json else f"{level}: {message}"
+    print(line, file=sys.stderr, flush=True)
+
+
 def serve(models_dir: Path, settings: ServerSettings, token: str, as_json: bool, started: float) -> int:
     """Run until SIGTERM/SIGINT, then let tritonserver drain in-flight requests and exit."""
     stop = threading.Event()
@@ -55,14 +61,14 @@ def serve(models_dir: Path, settings: ServerSettings, token: str, as_json: bool,
         prepared = prepare_all(load_repository(models_dir))
     except RepositoryError as exc:
         for line in exc.lines:
-            print(f"error: {line}", file=sys.stderr, flush=True)
+            report(as_json, line)
         return EXIT_BAD_INPUT
     inflight = InFlight()
     triton = build_triton(prepared, settings, token, inflight)
     try:
         triton.run()
     except Exception as exc:  # port in use, tritonserver crash: report in one line, clean up
-        print(f"error: triton failed to start: {exc}", file=sys.stderr, flush=True)
+        report(as_json, f"triton failed to start: {exc}")
         triton.stop()
         return EXIT_FAILED
     names = [p.model.spec.name for p in prepared]
@@ -75,7 +81,7 @@ def serve(models_dir: Path, settings: ServerSettings, token: str, as_json: bool,
     )
     while not stop.wait(1.0):
         if not triton.is_alive():
-            print("error: tritonserver or a model backend exited unexpectedly", file=sys.stderr, flush=True)
+            report(as_json, "tritonserver or a model backend exited unexpectedly")
             triton.stop()
             return EXIT_FAILED
     t0 = time.monotonic()
@@ -86,7 +92,7 @@ def serve(models_dir: Path, settings: ServerSettings, token: str, as_json: bool,
                    for p in prepared) / 1e6 + 0.05
     idle = drain(f"{local}:{settings.http_port}", token, names, inflight, settings.drain_timeout_s, settle_s)
     if not idle:
-        print(f"warning: {inflight.count} batch(es) still running at the drain deadline", file=sys.stderr)
+        report(as_json, f"{inflight.count} batch(es) still running at the drain deadline", "warning")
     triton.stop()  # SIGINT: tritonserver closes listeners, waits for anything still in flight, exits
     _emit(as_json, "stopped", f"stopped after {time.monotonic() - t0:.2f} s drain",
           seconds=round(time.monotonic() - t0, 3))
@@ -108,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("pytriton").setLevel(logging.WARNING)
     token = os.environ.pop(TOKEN_ENV, "")
     if not token:
-        print(f"error: {TOKEN_ENV} must be set by the launcher", file=sys.stderr)
+        report(args.json, f"{TOKEN_ENV} must be set by the launcher")
         return EXIT_BAD_INPUT
     if args.parent_fd >= 0:
         threading.Thread(target=_watch_parent, args=(args.parent_fd,), daemon=True, name="watchdog").start()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -66,7 +67,7 @@ def _call(kind: str, url: str, seconds: float, results: dict[str, object]) -> No
 
 
 def test_sigterm_turns_readiness_false_then_drains_in_flight(tmp_path: Path) -> None:
-    with ServerProcess(_slow_repo(tmp_path), tmp_path / "serve.log", extra_args=("--drain-timeout", "15")) as srv:
+    with ServerProcess(_slow_repo(tmp_path), tmp_path / "serve.log", extra_args=("--drain-timeout", "15", "--json")) as srv:
         srv.wait_ready(timeout_s=90)
         results: dict[str, object] = {}
         calls = [threading.Thread(target=_call, args=("http", srv.http_url, 3.0, results)),
@@ -96,7 +97,9 @@ def test_sigterm_turns_readiness_false_then_drains_in_flight(tmp_path: Path) -> 
             assert not isinstance(results[kind], Exception), results[kind]
             np.testing.assert_array_equal(results[kind], [[3.0]])
         assert srv.wait(timeout_s=30) == 0, srv.log()[-2000:]
-        assert "draining" in srv.log() and "stopped after" in srv.log()
+        events = [json.loads(line) for line in srv.log().splitlines() if line.startswith('{"event"')]
+        assert [e["event"] for e in events] == ["ready", "draining", "stopped"], events
+        assert events[0]["models"] == ["slow"] and events[0]["http_port"] == srv.http_port
         assert not [p for p in srv.tree() if alive(p)]
 
 
@@ -150,6 +153,13 @@ def test_broken_entrypoint_is_caught_before_triton_starts(tmp_path: Path) -> Non
     assert line in res.stderr.splitlines(), res.stderr
     assert "Traceback" not in res.stderr and "tritonserver" not in res.stdout + res.stderr
     assert time.monotonic() - t0 < 60
+
+
+def test_json_errors_are_json_lines(tmp_path: Path) -> None:
+    res = _cli("--models", str(tmp_path / "absent"), "--json", cwd=tmp_path)
+    assert res.returncode == 2
+    assert json.loads(res.stderr) == {"event": "error",
+                                      "message": f"{tmp_path / 'absent'}: model repository is not a directory"}
 
 
 def test_bad_port_env_is_usage_error(tmp_path: Path) -> None:
