@@ -22,6 +22,7 @@ import socket
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +164,20 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+class _Server(uvicorn.Server):
+    """uvicorn re-raises a captured SIGTERM when serve() returns, which would kill the process
+    before the runtime stops its tasks; devcluster handles SIGINT/SIGTERM itself (see serve())."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    def request_exit(self) -> None:
+        if self.should_exit:
+            self.force_exit = True
+        self.should_exit = True
+
+
 def _load_runtime(store: Store, config: DevclusterConfig) -> Any:
     """The runtime (engineer C's runtime.py). Only while that module does not exist yet does the
     API run alone, saying so loudly: evaluations then stay pending and plan/promote answer 500."""
@@ -191,7 +206,15 @@ async def serve(config: DevclusterConfig, state_dir: Path, log_level: str = "war
     app = build_app(ctx)
     uv_config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on",
                                timeout_graceful_shutdown=3, timeout_keep_alive=30)
-    server = uvicorn.Server(uv_config)
+    server = _Server(uv_config)
+    loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        ctx.closing = True
+        server.request_exit()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
     if runtime is not None:
         await runtime.start()
     info = {"addr": addr, "pid": os.getpid(), "acl": config.server.acl,

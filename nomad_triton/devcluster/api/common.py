@@ -27,6 +27,7 @@ from .acl import Authorizer
 DEFAULT_WAIT_S = 300.0  # Nomad: 5 minutes when ?wait is absent
 MAX_WAIT_S = 600.0  # Nomad caps blocking queries at 10 minutes
 JITTER_FRACTION = 16  # Nomad adds up to wait/16 of random stagger
+SLICE_S = 1.0  # waits are sliced so a shutting-down server answers waiting clients within a second
 
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _UNIT_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -78,6 +79,8 @@ class Ctx:
     runtime: Any = None
     authorizer: Authorizer = field(init=False)
     extras: dict[str, Any] = field(default_factory=dict)
+    # Set at shutdown so long-lived blocking queries and event streams end promptly.
+    closing: bool = False
 
     def __post_init__(self) -> None:
         self.authorizer = Authorizer(self.config)
@@ -244,7 +247,9 @@ async def blocking_reply(
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            await ctx.store.wait_for_change(tables, ctx.store.max_index(tables), remaining)
+            if ctx.closing:
+                break
+            await ctx.store.wait_for_change(tables, ctx.store.max_index(tables), min(remaining, SLICE_S))
             body, index = produce()
     return reply(body, index)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,7 +21,7 @@ from starlette.routing import Route
 
 from ..errors import ApiError
 from ..store import TOPIC_BY_TABLE, Event
-from .common import Ctx
+from .common import SLICE_S, Ctx
 
 KNOWN_TOPICS = set(TOPIC_BY_TABLE.values()) | {"*", "ACLToken", "ACLPolicy", "ACLRole", "Operator"}
 
@@ -64,9 +65,15 @@ async def stream_events(
         for idx in sorted(batch):
             yield (json.dumps({"Index": idx, "Events": batch[idx]}) + "\n").encode()
         before = store.max_index(tables)
-        await store.wait_for_change(tables, before, heartbeat_s)
-        if store.max_index(tables) == before and not store.events_since(last):
-            yield b"{}\n"
+        deadline = time.monotonic() + heartbeat_s
+        while store.max_index(tables) == before and not ctx.closing:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                yield b"{}\n"
+                break
+            await store.wait_for_change(tables, before, min(remaining, SLICE_S))
+        if ctx.closing:
+            return
 
 
 async def event_stream(request: Request) -> Response:
