@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -97,6 +98,6 @@ def pids_with(marker: str) -> list[int]:
             state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if marker in cmd and state != "Z" and "pytest" not in cmd:
+        if marker in cmd and state != "Z" and int(entry.name) != os.getpid():
             found.append(int(entry.name))
     return found
