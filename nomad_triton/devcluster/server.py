@@ -179,15 +179,8 @@ class _Server(uvicorn.Server):
 
 
 def _load_runtime(store: Store, config: DevclusterConfig) -> Any:
-    """The runtime (engineer C's runtime.py). Only while that module does not exist yet does the
-    API run alone, saying so loudly: evaluations then stay pending and plan/promote answer 500."""
-    try:
-        from .runtime import Runtime
-    except ModuleNotFoundError as exc:
-        if exc.name != f"{__package__}.runtime":
-            raise
-        print("devcluster: WARNING runtime module missing; evaluations will stay pending", file=sys.stderr)
-        return None
+    from .runtime import Runtime  # imported here so `--help` and config errors stay fast
+
     return Runtime(store, config)
 
 
@@ -215,8 +208,7 @@ async def serve(config: DevclusterConfig, state_dir: Path, log_level: str = "war
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
-    if runtime is not None:
-        await runtime.start()
+    await runtime.start()
     info = {"addr": addr, "pid": os.getpid(), "acl": config.server.acl,
             "token_file": str(state_dir / MGMT_TOKEN_FILE) if config.server.acl else None}
     tmp = state_dir / (STATE_FILE + ".tmp")
@@ -226,11 +218,10 @@ async def serve(config: DevclusterConfig, state_dir: Path, log_level: str = "war
     try:
         await server.serve(sockets=[sock])
     finally:
-        if runtime is not None:
-            try:
-                await asyncio.wait_for(runtime.shutdown(), timeout=20)
-            except Exception:  # the launcher kills leftover task groups after this
-                log.exception("runtime shutdown failed")
+        try:
+            await asyncio.wait_for(runtime.shutdown(), timeout=20)
+        except Exception:  # the launcher kills leftover task groups after this
+            log.exception("runtime shutdown failed")
         with contextlib.suppress(FileNotFoundError):
             (state_dir / STATE_FILE).unlink()
         sock.close()
