@@ -240,7 +240,7 @@ def test_validate_local_reports_unparseable_output(tmp_path: Path, monkeypatch) 
 
 def test_pytriton_workspace_lives_in_the_task_dir_unless_the_user_sets_it() -> None:
     text = render_job(_spec())
-    assert '"PYTRITON_HOME"' in text and '= "${NOMAD_TASK_DIR}/pytriton"' in text  # runtime interpolation, literal
+    assert '"PYTRITON_HOME"' in text and '= "/tmp/pytriton-${NOMAD_SHORT_ALLOC_ID}"' in text  # runtime interpolation, literal
     task = hcl2.loads(render_job(_spec(env={"PYTRITON_HOME": "/cache/${x}"})))["job"][0]['"t"']["group"][0][
         '"triton"']["task"][0]['"server"']
     env = {unquote_hcl_string(k): unquote_hcl_string(v) for k, v in task["env"].items()}

@@ -61,7 +61,7 @@ def test_every_tricky_value_survives_the_server_side_parse() -> None:
     for key, value in spec.env.items():
         assert task["Env"][key] == value
     assert task["Env"]["NOMAD_TRITON_MODEL_REPOSITORY"] == "/srv/m ${x}"
-    assert task["Env"]["PYTRITON_HOME"] == "${NOMAD_TASK_DIR}/pytriton"  # left for the client to fill in
+    assert task["Env"]["PYTRITON_HOME"] == "/tmp/pytriton-${NOMAD_SHORT_ALLOC_ID}"  # left for the client to fill in
     assert job["Meta"] == spec.meta
     (device,) = task["Resources"]["Devices"]
     constraints = {c["LTarget"]: c for c in device["Constraints"]}
