@@ -151,6 +151,7 @@ def _report_failure(
             job_id,
             deployment_id=res.deployment.id if res.deployment else None,
             failed_tg_allocs=res.failed_tg_allocs,
+            include_not_healthy=res.outcome in (Outcome.TIMEOUT, Outcome.FAILED),
         )
     except errors.NomadError as exc:
         view.note(f"(could not inspect the failure: {exc})")

@@ -68,7 +68,8 @@ def collect(client: NomadClient, job_id: str, models: list[str] | None, all_allo
     if not all_allocs:
         stubs = [s for s in stubs if s.get("ClientStatus") in LIVE or s.get("DesiredStatus") == "run"]
     models = models or job_models(job)
-    allocs = [client.allocation(s["ID"]) for s in stubs]
+    # The full allocation lacks the stub's JobVersion; keep the stub's fields alongside it.
+    allocs = [{**s, **client.allocation(s["ID"])} for s in stubs]
 
     def row(alloc: dict[str, Any]) -> dict[str, Any]:
         addr = alloc_http_address(alloc)

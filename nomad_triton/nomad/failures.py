@@ -99,6 +99,15 @@ def health_failed(alloc: dict[str, Any]) -> bool:
     return (alloc.get("DeploymentStatus") or {}).get("Healthy") is False
 
 
+def _health_word(alloc: dict[str, Any]) -> str:
+    status = alloc.get("ClientStatus", "?")
+    if status in TERMINAL_CLIENT_STATUS:
+        return status
+    if (alloc.get("DeploymentStatus") or {}).get("Healthy") is False:
+        return "unhealthy"
+    return f"{status}, not healthy yet"
+
+
 @dataclass
 class AllocFailure:
     alloc_id: str
@@ -138,8 +147,13 @@ def inspect(
     failed_tg_allocs: dict[str, Any] | None = None,
     log_lines: int = 15,
     max_allocs: int = 3,
+    include_not_healthy: bool = False,
 ) -> FailureReport:
-    """Gather placement reasons, task events and last log lines of the failed allocations."""
+    """Gather placement reasons, task events and last log lines of the failed allocations.
+
+    With include_not_healthy (a deadline passed) allocations still waiting to become healthy are
+    shown too: they are usually why the deadline passed.
+    """
     report = FailureReport(placement=explain_failed_tg_allocs(failed_tg_allocs))
     try:
         allocs = client.job_allocations(job_id)
@@ -147,16 +161,23 @@ def inspect(
         return report
     if deployment_id:
         allocs = [a for a in allocs if a.get("DeploymentID") == deployment_id] or allocs
-    failed = [a for a in allocs if health_failed(a)]
+    failed = [
+        a
+        for a in allocs
+        if health_failed(a)
+        or (
+            include_not_healthy
+            and a.get("ClientStatus") in ("pending", "running")
+            and (a.get("DeploymentStatus") or {}).get("Healthy") is not True
+        )
+    ]
     failed.sort(key=lambda a: a.get("ModifyIndex", 0), reverse=True)
     for alloc in failed[:max_allocs]:
         item = AllocFailure(
             alloc_id=alloc.get("ID", ""),
             group=alloc.get("TaskGroup", ""),
             node=alloc.get("NodeName") or alloc.get("NodeID", "")[:8],
-            client_status=alloc.get("ClientStatus", "?")
-            if alloc.get("ClientStatus") in TERMINAL_CLIENT_STATUS
-            else "unhealthy",
+            client_status=_health_word(alloc),
             events=task_event_lines(alloc),
         )
         for task in sorted(alloc.get("TaskStates") or {}):
