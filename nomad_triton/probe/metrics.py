@@ -44,13 +44,36 @@ def _sample_family_name(sample_name: str, family_name: str) -> str:
     return family_name if sample_name in (family_name, family_name + "_total") else sample_name
 
 
+_WANTED_SET = frozenset(
+    (*COUNTERS, GAUGE_PENDING, "nv_gpu_utilization", "nv_gpu_memory_used_bytes", "nv_gpu_memory_total_bytes")
+)
+
+
+def _relevant(text: str) -> str:
+    """Only the samples and TYPE lines of families we use (the parser costs ~20 µs per labelled
+    sample, and at 1,000 allocations per second that is most of a core). HELP lines are dropped."""
+    keep = []
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            name = line[7:].split(" ", 1)[0]
+        elif line.startswith("#") or not line.strip():
+            continue
+        else:
+            name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in _WANTED_SET:
+            keep.append(line)
+    return "\n".join(keep) + "\n"
+
+
 def parse_metrics(text: str) -> MetricsSample:
     """Parse a Triton /metrics page. Raises ValueError on text that is not Prometheus exposition."""
     out = MetricsSample()
+    if not text.strip():
+        raise ValueError("empty metrics page")
     gpu_util: list[float] = []
     mem_used: list[float] = []
     mem_total: list[float] = []
-    for family in text_string_to_metric_families(text):
+    for family in text_string_to_metric_families(_relevant(text)):
         for s in family.samples:
             name = _sample_family_name(s.name, family.name)
             model = s.labels.get("model")

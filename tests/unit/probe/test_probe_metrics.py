@@ -41,9 +41,16 @@ def test_gpu_series_and_versions_are_aggregated() -> None:
     assert s.gpu_memory_used_bytes == 150
 
 
-def test_garbage_is_a_value_error() -> None:
+def test_broken_triton_lines_and_empty_pages_are_value_errors() -> None:
     with pytest.raises(ValueError):
-        parse_metrics("this is { not prometheus\n")
+        parse_metrics('nv_inference_count{model="m" 5\n')
+    with pytest.raises(ValueError):
+        parse_metrics("  \n")
+
+
+def test_unrelated_families_are_ignored() -> None:
+    s = parse_metrics("# TYPE other gauge\nother{x=\"1\"} 3\n" + PAGE)
+    assert set(s.counters) == {"double"} and s.counters["double"]["success"] == 20
 
 
 def _sample(success: float, compute: float, request: float, queue: float = 0.0, pending: float = 0.0) -> MetricsSample:

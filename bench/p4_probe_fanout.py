@@ -1,0 +1,142 @@
+"""P4: probe 1,000 Triton endpoints concurrently from one event loop on one core; target <= 1 s/round.
+
+Each endpoint is a listening socket on 127.0.0.1 served by ONE helper process (asyncio, pinned to
+another core when there is one) that answers Triton's health/readiness routes and serves a real
+Triton /metrics page recorded from PyTriton (tests/fixtures/triton_metrics.txt), with keep-alive.
+The prober is the production one (nomad_triton.probe.triton.Prober): per endpoint it asks
+/v2/health/ready and /metrics concurrently, parses the page into rates, and (strict readiness)
+asks /v2/models/<m>/ready only for a model the page does not list or when the server is not ready.
+Round 1 includes opening the connections; later rounds reuse them, as the controller does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+N = int(os.environ.get("P4_ENDPOINTS", "1000"))
+ROUNDS = 6
+TARGET_S = 1.0
+FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "triton_metrics.txt"
+
+
+def raise_nofile(need: int) -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = need if hard == resource.RLIM_INFINITY else min(need, hard)
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+class _Http(asyncio.Protocol):
+    """Minimal HTTP/1.1 keep-alive responder: enough of Triton's routes for a prober."""
+
+    metrics: bytes = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.t = transport  # type: ignore[assignment]
+        self.buf = b""
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        while b"\r\n\r\n" in self.buf:
+            head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+            path = head.split(b" ", 2)[1]
+            if path == b"/metrics":
+                body, ctype = self.metrics, b"text/plain; version=0.0.4"
+            elif path.startswith(b"/v2/"):
+                body, ctype = b"", b"text/plain"
+            else:
+                self.t.write(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")  # type: ignore[attr-defined]
+                continue
+            self.t.write(  # type: ignore[attr-defined]
+                b"HTTP/1.1 200 OK\r\ncontent-type: " + ctype + b"\r\ncontent-length: "
+                + str(len(body)).encode() + b"\r\n\r\n" + body
+            )
+
+
+def serve(n: int) -> None:
+    """Helper process: open n listeners, print their ports as one JSON line, serve until killed."""
+    raise_nofile(n * 4 + 256)
+    if hasattr(os, "sched_setaffinity") and os.cpu_count() and os.cpu_count() > 1:  # type: ignore[operator]
+        os.sched_setaffinity(0, {1})
+    _Http.metrics = FIXTURE.read_bytes()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        servers = [await loop.create_server(_Http, "127.0.0.1", 0, backlog=64) for _ in range(n)]
+        ports = [s.sockets[0].getsockname()[1] for s in servers]
+        print(json.dumps(ports), flush=True)
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+def main() -> int:
+    from nomad_triton.probe.observations import Endpoint, ProbeState
+    from nomad_triton.probe.triton import Prober
+
+    limit = raise_nofile(N * 4 + 256)
+    if limit < N * 3 + 64:
+        print(f"RLIMIT_NOFILE soft limit {limit} is too low for {N} endpoints", file=sys.stderr)
+        return 1
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {0})
+    helper = subprocess.Popen([sys.executable, __file__, "--serve", str(N)], stdout=subprocess.PIPE,
+                              start_new_session=True)
+    try:
+        assert helper.stdout is not None
+        deadline = time.monotonic() + 60
+        line = b""
+        while not line and time.monotonic() < deadline and helper.poll() is None:
+            line = helper.stdout.readline()
+        if not line:
+            print("helper did not start", file=sys.stderr)
+            return 1
+        ports = json.loads(line)
+        eps = [Endpoint(f"alloc-{i:04d}", f"127.0.0.1:{p}", f"127.0.0.1:{p}", ("double",)) for i, p in enumerate(ports)]
+
+        async def run() -> list[tuple[float, float, int, int]]:
+            out = []
+            async with Prober(timeout_s=5.0) as prober:
+                for _ in range(ROUNDS):
+                    t0, c0 = time.perf_counter(), time.process_time()
+                    obs = await prober.probe_all(eps)
+                    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+                    ok = sum(o.state is ProbeState.REACHABLE and o.metrics_ok for o in obs)
+                    rated = sum(o.has_rates() for o in obs)
+                    out.append((dt, cpu, ok, rated))
+                    await asyncio.sleep(0.2)
+            return out
+
+        results = asyncio.run(run())
+    finally:
+        os.killpg(helper.pid, signal.SIGKILL)
+        helper.wait(timeout=10)
+    for i, (dt, cpu, ok, rated) in enumerate(results, 1):
+        kind = "cold (connects)" if i == 1 else "warm (keep-alive)"
+        print(f"round {i} {kind:18s}: {N} endpoints in {dt:.3f} s, prober CPU {cpu:.3f} s "
+              f"({ok} reachable with metrics, {rated} with rates)")
+    warm = sorted(dt for dt, *_ in results[1:])
+    median_warm = warm[len(warm) // 2]
+    print(f"P4 probe fan-out: warm round median {median_warm:.3f} s (best {warm[0]:.3f} s), target <= {TARGET_S:.1f} s; "
+          f"ratio to target {median_warm / TARGET_S:.2f}; {N * 2} requests + {N} metrics pages parsed per round; "
+          f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+    if any(ok != N for *_, ok, _ in results):
+        print("some endpoints were not probed successfully", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--serve":
+        serve(int(sys.argv[2]))
+    else:
+        sys.exit(main())
