@@ -18,7 +18,7 @@ from pytriton.triton import Triton, TritonConfig, TritonLifecyclePolicy, TritonS
 from nomad_triton.server.backends import InferFn, PreparedModel, check_outputs
 from nomad_triton.server.drain import InFlight
 from nomad_triton.server.model_repo import LoadedModel, TensorSpec
-from nomad_triton.server.settings import ServerSettings
+from nomad_triton.server.settings import TRITON_EXIT_TIMEOUT_S, ServerSettings
 
 LOG = logging.getLogger("nomad_triton.server")
 
@@ -64,8 +64,8 @@ def triton_config(settings: ServerSettings) -> TritonConfig:
         allow_metrics=True,
         allow_cpu_metrics=True,
         strict_readiness=True,
-        # tritonserver's own shutdown: readiness false at once, in-flight requests get this long.
-        exit_timeout_secs=settings.drain_timeout_s,
+        # Runs after drain.py has already waited for in-flight work; see settings.TRITON_EXIT_TIMEOUT_S.
+        exit_timeout_secs=TRITON_EXIT_TIMEOUT_S,
         log_verbose=settings.log_verbose,
     )
 

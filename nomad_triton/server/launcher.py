@@ -24,10 +24,10 @@ from pathlib import Path
 from types import FrameType
 
 from nomad_triton.server.model_repo import RepositoryError, load_repository
-from nomad_triton.server.settings import ServerSettings
+from nomad_triton.server.settings import TRITON_EXIT_TIMEOUT_S, ServerSettings
 from nomad_triton.server.worker import EXIT_BAD_INPUT, EXIT_FAILED, TOKEN_ENV, report
 
-KILL_GRACE_S = 10.0  # beyond the drain deadline: tritonserver unload + PyTriton cleanup
+KILL_GRACE_S = TRITON_EXIT_TIMEOUT_S + 10.0  # beyond the drain deadline: tritonserver exit + PyTriton cleanup
 
 
 def libpython_dir() -> str | None:

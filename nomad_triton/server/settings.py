@@ -13,7 +13,10 @@ from dataclasses import dataclass
 
 DEFAULT_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 DEFAULT_HOST = "127.0.0.1"
-MAX_DRAIN_S = 25  # PyTriton waits 30 s for tritonserver to exit before killing it; stay below that.
+MAX_DRAIN_S = 300
+# After our own drain (readiness off, executing batches done) tritonserver gets this long to finish
+# stragglers, close idle keep-alive connections and unload; PyTriton kills it after 30 s anyway.
+TRITON_EXIT_TIMEOUT_S = 5
 
 
 @dataclass(frozen=True)

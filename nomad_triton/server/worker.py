@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from nomad_triton.server.model_repo import RepositoryError, load_repository
-from nomad_triton.server.settings import ServerSettings
+from nomad_triton.server.settings import TRITON_EXIT_TIMEOUT_S, ServerSettings
 
 LOG = logging.getLogger("nomad_triton.server")
 TOKEN_ENV = "NOMAD_TRITON_ACCESS_TOKEN"
@@ -93,10 +93,14 @@ def serve(models_dir: Path, settings: ServerSettings, token: str, as_json: bool,
     idle = drain(f"{local}:{settings.http_port}", token, names, inflight, settings.drain_timeout_s, settle_s)
     if not idle:
         report(as_json, f"{inflight.count} batch(es) still running at the drain deadline", "warning")
-    triton.stop()  # SIGINT: tritonserver closes listeners, waits for anything still in flight, exits
+    # SIGINT: tritonserver closes listeners, gives stragglers TRITON_EXIT_TIMEOUT_S, exits. PyTriton's
+    # cleanup then joins our model threads, which a batch stuck in user code would block forever.
+    stopper = threading.Thread(target=triton.stop, daemon=True, name="stop")
+    stopper.start()
+    stopper.join(timeout=TRITON_EXIT_TIMEOUT_S + 5.0)
     _emit(as_json, "stopped", f"stopped after {time.monotonic() - t0:.2f} s drain",
-          seconds=round(time.monotonic() - t0, 3))
-    return EXIT_OK
+          seconds=round(time.monotonic() - t0, 3), drained=idle)
+    return EXIT_OK if idle else EXIT_FAILED
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,4 +127,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # do not wait for non-daemon threads stuck in user model code; the launcher reaps the group

@@ -167,3 +167,26 @@ def test_bad_port_env_is_usage_error(tmp_path: Path) -> None:
                          env={**os.environ, "NOMAD_PORT_http": "eighty"}, capture_output=True, text=True,
                          timeout=60)
     assert res.returncode == 2 and res.stderr.strip() == "error: NOMAD_PORT_http: not a port number: 'eighty'"
+
+
+def test_drain_deadline_is_enforced(tmp_path: Path) -> None:
+    with ServerProcess(_slow_repo(tmp_path), tmp_path / "serve.log", extra_args=("--drain-timeout", "1")) as srv:
+        srv.wait_ready(timeout_s=90)
+        results: dict[str, object] = {}
+        call = threading.Thread(target=_call, args=("grpc", srv.grpc_url, 60.0, results), daemon=True)
+        call.start()
+        time.sleep(0.8)
+        assert srv.proc is not None
+        t0 = time.monotonic()
+        srv.proc.send_signal(signal.SIGTERM)
+        code = srv.wait(timeout_s=40)
+        took = time.monotonic() - t0
+        # drain (1 s) + tritonserver exit timeout (5 s) + bounded PyTriton cleanup (5 s), on its own:
+        # well before the launcher's kill at 1 + 15 s.
+        assert took < 14, (took, srv.log()[-2000:])
+        assert code == 1  # requests were cut off: the drain did not complete
+        assert "warning: 1 batch(es) still running at the drain deadline" in srv.log(), srv.log()[-2000:]
+        assert "drain deadline passed; killing" not in srv.log()
+        call.join(timeout=10)
+        assert isinstance(results.get("grpc"), Exception)  # cut off, and the client is told so
+        assert not [p for p in srv.tree() if alive(p)]

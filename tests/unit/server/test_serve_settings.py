@@ -42,7 +42,7 @@ def test_partial_env_mixes_with_flags() -> None:
         ({"NOMAD_PORT_http": "abc"}, {}, "NOMAD_PORT_http: not a port number: 'abc'"),
         ({}, {"grpc_port": 70000}, "--grpc-port: port 70000 out of range"),
         ({}, {"http_port": 8001}, "ports must differ"),
-        ({}, {"drain_timeout_s": 600}, "--drain-timeout: 600 s is outside"),
+        ({}, {"drain_timeout_s": 601}, "--drain-timeout: 601 s is outside"),
     ],
 )
 def test_bad_values_name_their_source(env: dict[str, str], flags: dict[str, int], message: str) -> None:
