@@ -134,3 +134,9 @@ def test_inflight_wait_idle_has_a_deadline() -> None:
     threading.Timer(0.05, release.set).start()
     assert inflight.wait_idle(time.monotonic() + 5)
     t.join(5)
+
+
+def test_checked_in_onnx_is_what_the_generator_builds(tmp_path: Path) -> None:
+    gen = __import__("examples.build_onnx_model", fromlist=["main"])
+    assert gen.main(["--out", str(tmp_path / "m.onnx")]) == 0
+    assert (tmp_path / "m.onnx").read_bytes() == (EXAMPLES / "relu_onnx" / "model.onnx").read_bytes()
