@@ -30,21 +30,42 @@ def spec_text(i: int, rng: random.Random) -> str:
     docker = rng.random() < 0.5
     lines = [f'name = "svc-{i}"', f"count = {rng.randint(1, 4)}", f'datacenters = ["dc{i % 3}"]']
     if docker:
-        lines += ["[driver]", 'type = "docker"', f'image = "registry.local/triton:{i}"',
-                  f'network_mode = "{rng.choice(["host", "bridge"])}"']
-        source = rng.choice(['host_volume = "models"', 'artifact = "https://example.com/m.tgz"', 'path = "/models"'])
+        lines += [
+            "[driver]",
+            'type = "docker"',
+            f'image = "registry.local/triton:{i}"',
+            f'network_mode = "{rng.choice(["host", "bridge"])}"',
+        ]
+        source = rng.choice(
+            ['host_volume = "models"', 'artifact = "https://example.com/m.tgz"', 'path = "/models"']
+        )
     else:
         lines += ["[driver]", 'type = "raw_exec"', 'command = "/usr/local/bin/nomad-triton"']
         source = 'path = "/srv/models"'
     lines += ["[model_repository]", source, f"models = {models!r}".replace("'", '"')]
     if docker and rng.random() < 0.7:
-        lines += ["[gpus]", f"count = {rng.randint(1, 4)}", 'min_memory = "16 GiB"', 'model = "A100|H100"',
-                  'preferred_model = "H100"']
+        lines += [
+            "[gpus]",
+            f"count = {rng.randint(1, 4)}",
+            'min_memory = "16 GiB"',
+            'model = "A100|H100"',
+            'preferred_model = "H100"',
+        ]
     canary = rng.randint(0, 2)
-    lines += ["[rollout]", f"canary = {canary}", f"auto_promote = {str(canary > 0).lower()}",
-              f'min_healthy_time = "{rng.randint(1, 30)}s"']
-    lines += ["[scaling]", "enabled = true", "min = 1", "max = 8", "[scaling.policy]",
-              f"latency_slo_ms = {rng.randint(50, 500)}"]
+    lines += [
+        "[rollout]",
+        f"canary = {canary}",
+        f"auto_promote = {str(canary > 0).lower()}",
+        f'min_healthy_time = "{rng.randint(1, 30)}s"',
+    ]
+    lines += [
+        "[scaling]",
+        "enabled = true",
+        "min = 1",
+        "max = 8",
+        "[scaling.policy]",
+        f"latency_slo_ms = {rng.randint(50, 500)}",
+    ]
     lines += ["[env]", f'TRICKY = "quote \\" dollar ${{x}} %{{y}} {i}"', "[meta]", f'"build.id" = "{i}"']
     return "\n".join(lines) + "\n"
 
@@ -83,15 +104,22 @@ def main() -> int:
 
     per_spec = total_s / N_SPECS
     render_per_spec = render_s / N_SPECS
-    print(f"specs                              : {N_SPECS} (avg {sum(map(len, texts)) / N_SPECS:.0f} bytes of HCL each)")
+    avg_bytes = sum(map(len, texts)) / N_SPECS
+    print(f"specs                              : {N_SPECS} (avg {avg_bytes:.0f} bytes of HCL each)")
     print(f"load+validate (pydantic)           : {load_s:.3f} s total, {1e3 * load_s / N_SPECS:.3f} ms/spec")
     print(f"render (cached sandboxed env)      : {render_s:.3f} s total, {1e3 * render_per_spec:.3f} ms/spec")
-    print(f"load+validate+render               : {total_s:.3f} s total, {1e3 * per_spec:.3f} ms/spec "
-          f"(target <= {TARGET_S:.1f} s: {'met' if total_s <= TARGET_S else 'MISSED'})")
-    print(f"naive render (new env per spec)    : {1e3 * naive_per_spec:.3f} ms/spec (sample of {len(sample)})")
+    print(
+        f"load+validate+render               : {total_s:.3f} s total, {1e3 * per_spec:.3f} ms/spec "
+        f"(target <= {TARGET_S:.1f} s: {'met' if total_s <= TARGET_S else 'MISSED'})"
+    )
+    print(
+        f"naive render (new env per spec)    : {1e3 * naive_per_spec:.3f} ms/spec (sample of {len(sample)})"
+    )
     print(f"ratio naive/cached render          : {naive_per_spec / render_per_spec:.1f}x")
-    print(f"local validate parse-back (hcl2)   : {1e3 * parse_per_spec:.1f} ms/spec (sample of {PARSE_SAMPLE}; "
-          f"{parse_per_spec / per_spec:.1f}x load+validate+render)")
+    print(
+        f"local validate parse-back (hcl2)   : {1e3 * parse_per_spec:.1f} ms/spec (sample of {PARSE_SAMPLE}; "
+        f"{parse_per_spec / per_spec:.1f}x load+validate+render)"
+    )
     return 0
 
 

@@ -165,7 +165,10 @@ def template_context(spec: DeploymentSpec) -> dict[str, Any]:
 def _checks(spec: DeploymentSpec) -> list[dict[str, str]]:
     checks = [{"name": "triton-ready", "path": spec.health.ready_path}]
     if spec.health.per_model:
-        checks += [{"name": f"model-{m}-ready", "path": f"/v2/models/{m}/ready"} for m in spec.model_repository.models]
+        checks += [
+            {"name": f"model-{m}-ready", "path": f"/v2/models/{m}/ready"}
+            for m in spec.model_repository.models
+        ]
     return checks
 
 
@@ -198,13 +201,13 @@ def validate_local(spec: DeploymentSpec) -> list[str]:
     jobs = doc.get("job") or []
     if len(jobs) != 1 or len(jobs[0]) != 1:
         return ["rendered HCL must contain exactly one job block"]
-    (label, job), = jobs[0].items()
+    ((label, job),) = jobs[0].items()
     if unquote_hcl_string(label) != spec.name:
         problems.append(f"job label {label} does not match name {spec.name!r}")
     groups = job.get("group") or []
     if len(groups) != 1:
         return [*problems, "rendered job must contain exactly one group"]
-    (_, group), = groups[0].items()
+    ((_, group),) = groups[0].items()
     if group.get("count") != spec.count:
         problems.append(f"group count {group.get('count')} != spec count {spec.count}")
     services = group.get("service") or []
@@ -216,7 +219,7 @@ def validate_local(spec: DeploymentSpec) -> list[str]:
     if len(tasks) != 1:
         problems.append("rendered group must contain exactly one task")
     else:
-        (_, task), = tasks[0].items()
+        ((_, task),) = tasks[0].items()
         env = {unquote_hcl_string(k): unquote_hcl_string(v) for k, v in (task.get("env") or {}).items()}
         for key, value in spec.env.items():
             if env.get(key) != value:

@@ -21,12 +21,16 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_ROLLED_BACK = 0, 1, 2, 3
 
 SPEC_ARG = typer.Argument(..., help="Deployment spec file (.toml, .yaml/.yml or .json).", show_default=False)
 SET_OPT = typer.Option(
-    [], "--set", metavar="KEY=VALUE",
+    [],
+    "--set",
+    metavar="KEY=VALUE",
     help="Override one field, e.g. --set rollout.canary=1 or --set model_repository.models.0=mlp "
     "(VALUE is a TOML literal when it parses as one, else a string). Repeatable; applied last.",
 )
 VALUES_OPT = typer.Option(
-    [], "--values", metavar="FILE",
+    [],
+    "--values",
+    metavar="FILE",
     help="Values file (.toml/.yaml/.json) deep-merged over the spec. Repeatable; later files win.",
 )
 JSON_OPT = typer.Option(False, "--json", help="Machine-readable JSON output.")
@@ -47,7 +51,9 @@ def emit_json(data: Any) -> None:
     print(json.dumps(data, indent=2, sort_keys=False, default=str))
 
 
-def load_spec_or_exit(spec: Path, sets: list[str], values: list[Path], as_json: bool = False) -> DeploymentSpec:
+def load_spec_or_exit(
+    spec: Path, sets: list[str], values: list[Path], as_json: bool = False
+) -> DeploymentSpec:
     """Load + validate the spec; bad input ends the command with exit 2 and one line naming file and field."""
     try:
         return load_spec(spec, sets=sets, values=values)

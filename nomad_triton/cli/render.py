@@ -58,7 +58,10 @@ def validate(
             raise typer.Exit(EXIT_FAILED)
         return
     if problems:
-        fail(f"{spec}: rendered job is invalid: {problems[0]}" + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""))
+        fail(
+            f"{spec}: rendered job is invalid: {problems[0]}"
+            + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else "")
+        )
     typer.echo(
         f"{spec}: ok: job {loaded.name!r}, {loaded.count} x {loaded.driver.type}, "
         f"models {', '.join(loaded.model_repository.models)}"

@@ -84,7 +84,9 @@ def read_document(path: Path) -> dict[str, Any]:
         elif suffix == ".json":
             data = json.loads(text)
         else:
-            raise SpecError(str(path), "", f"unsupported file type {suffix or '(none)'!r}; use .toml, .yaml or .json")
+            raise SpecError(
+                str(path), "", f"unsupported file type {suffix or '(none)'!r}; use .toml, .yaml or .json"
+            )
     except (tomllib.TOMLDecodeError, yaml.YAMLError, json.JSONDecodeError) as exc:
         detail = " ".join(str(exc).split())
         raise SpecError(str(path), "", f"invalid {suffix[1:].upper()}: {detail}") from None
@@ -106,7 +108,9 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def deep_merge(base: dict[str, Any], overlay: dict[str, Any], label: str, prov: _Provenance, prefix: Key = ()) -> None:
+def deep_merge(
+    base: dict[str, Any], overlay: dict[str, Any], label: str, prov: _Provenance, prefix: Key = ()
+) -> None:
     """Merge `overlay` into `base` in place: tables merge key by key, anything else replaces."""
     for key, value in overlay.items():
         here = (*prefix, key)
@@ -131,7 +135,9 @@ def apply_set(data: dict[str, Any], item: str, prov: _Provenance) -> None:
     key, sep, raw = item.partition("=")
     path = key.strip().split(".")
     if not sep or not key.strip() or any(not p.strip() for p in path):
-        raise SpecError(label, key.strip() or "(empty)", "expected KEY=VALUE with a dotted KEY such as rollout.canary=1")
+        raise SpecError(
+            label, key.strip() or "(empty)", "expected KEY=VALUE with a dotted KEY such as rollout.canary=1"
+        )
     value = parse_set_value(raw.strip())
     node: Any = data
     loc: list[str | int] = []
@@ -139,7 +145,9 @@ def apply_set(data: dict[str, Any], item: str, prov: _Provenance) -> None:
         last = i == len(path) - 1
         if isinstance(node, list):
             if not seg.isdigit() or int(seg) > len(node):
-                raise SpecError(label, ".".join(map(str, [*loc, seg])), f"list index out of range (0..{len(node)})")
+                raise SpecError(
+                    label, ".".join(map(str, [*loc, seg])), f"list index out of range (0..{len(node)})"
+                )
             idx = int(seg)
             if idx == len(node):
                 node.append({} if not last else None)
@@ -216,7 +224,11 @@ def _describe(err: Any) -> tuple[list[str | int], str]:
         msg = f"unknown key {name!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
     elif kind in ("union_tag_not_found", "union_tag_invalid"):
         loc = [*loc, "type"]
-        msg = "must be one of 'docker', 'raw_exec'" if kind == "union_tag_invalid" else "Field required (docker or raw_exec)"
+        msg = (
+            "must be one of 'docker', 'raw_exec'"
+            if kind == "union_tag_invalid"
+            else "Field required (docker or raw_exec)"
+        )
     return loc, msg
 
 
@@ -232,7 +244,9 @@ def _resolve_relative_repo(data: dict[str, Any], prov: _Provenance, default_src:
         repo["path"] = str((base / path).resolve())
 
 
-def load_spec_data(path: str | Path, sets: Iterable[str] = (), values: Iterable[str | Path] = ()) -> tuple[dict[str, Any], _Provenance]:
+def load_spec_data(
+    path: str | Path, sets: Iterable[str] = (), values: Iterable[str | Path] = ()
+) -> tuple[dict[str, Any], _Provenance]:
     """Merged raw document (file, then values files in order, then --set) plus its provenance."""
     path = Path(path)
     prov = _Provenance()
@@ -257,7 +271,9 @@ def validate_data(data: dict[str, Any], source: str, prov: _Provenance | None = 
         raise SpecError(origin, ".".join(map(str, loc)), msg, more=len(errors) - 1) from None
 
 
-def load_spec(path: str | Path, sets: Iterable[str] = (), values: Iterable[str | Path] = ()) -> DeploymentSpec:
+def load_spec(
+    path: str | Path, sets: Iterable[str] = (), values: Iterable[str | Path] = ()
+) -> DeploymentSpec:
     """Load, layer and validate a deployment spec. Raises SpecError (never a traceback-worthy error)."""
     data, prov = load_spec_data(path, sets, values)
     return validate_data(data, str(path), prov)

@@ -54,7 +54,9 @@ class DockerDriver(_Strict):
         None, description="Container args; default: serve --models <model repository path>."
     )
     shm_size_mb: int | None = Field(
-        1024, ge=1, description="/dev/shm size in MiB; Triton's python backend needs more than Docker's 64 MiB."
+        1024,
+        ge=1,
+        description="/dev/shm size in MiB; Triton's python backend needs more than Docker's 64 MiB.",
     )
     ulimits: dict[str, str] = Field(
         default_factory=lambda: {"memlock": "-1", "stack": "67108864"},
@@ -78,8 +80,12 @@ class RawExecDriver(_Strict):
     """Run a local command (devcluster and bare-metal hosts); the process gets NOMAD_PORT_* in its env."""
 
     type: Literal["raw_exec"] = "raw_exec"
-    command: str = Field("nomad-triton", min_length=1, description="Executable (absolute or on the client's PATH).")
-    args: list[str] | None = Field(None, description="Arguments; default: serve --models <model repository path>.")
+    command: str = Field(
+        "nomad-triton", min_length=1, description="Executable (absolute or on the client's PATH)."
+    )
+    args: list[str] | None = Field(
+        None, description="Arguments; default: serve --models <model repository path>."
+    )
 
 
 Driver = Annotated[DockerDriver | RawExecDriver, Field(discriminator="type")]
@@ -103,7 +109,9 @@ class ModelRepositorySpec(_Strict):
         given = [n for n in ("path", "host_volume", "artifact") if getattr(self, n)]
         if len(given) != 1:
             raise FieldError(
-                "path", "set exactly one of path, host_volume, artifact" + (f" (got {', '.join(given)})" if given else "")
+                "path",
+                "set exactly one of path, host_volume, artifact"
+                + (f" (got {', '.join(given)})" if given else ""),
             )
         return self
 
@@ -250,7 +258,8 @@ class RolloutSpec(_Strict):
             raise FieldError("min_healthy_time", "min_healthy_time must be shorter than healthy_deadline")
         if self.progress_deadline and self.healthy_deadline >= self.progress_deadline:
             raise FieldError(
-                "healthy_deadline", "healthy_deadline must be shorter than progress_deadline (or progress_deadline 0)"
+                "healthy_deadline",
+                "healthy_deadline must be shorter than progress_deadline (or progress_deadline 0)",
             )
         return self
 
@@ -262,7 +271,9 @@ class HealthSpec(_Strict):
     per_model: bool = Field(True, description="Add a check on /v2/models/<m>/ready for each model.")
     interval: Duration = timedelta(seconds=10)
     timeout: Duration = timedelta(seconds=2)
-    service_name: str | None = Field(None, description="Service name; default: the job name (RFC 1123 label).")
+    service_name: str | None = Field(
+        None, description="Service name; default: the job name (RFC 1123 label)."
+    )
 
     @field_validator("service_name")
     @classmethod
@@ -310,7 +321,9 @@ class ScalingPolicySpec(_Strict):
     autoscaler's `ScalingPolicyConfig`.
     """
 
-    evaluation_interval: Duration = Field(timedelta(seconds=10), description="How often the autoscaler decides.")
+    evaluation_interval: Duration = Field(
+        timedelta(seconds=10), description="How often the autoscaler decides."
+    )
     window: Duration = Field(timedelta(seconds=30), description="Observation window each decision looks at.")
     target_queue_compute_ratio: float = Field(1.0, gt=0, description="rate(queue_us)/rate(compute_infer_us).")
     target_utilization: float = Field(0.7, gt=0, le=1, description="Busy fraction per replica to size for.")
@@ -322,7 +335,9 @@ class ScalingPolicySpec(_Strict):
     scale_down_stabilization: Duration = Field(
         timedelta(minutes=2), description="Scale down only if every decision in this window wanted fewer."
     )
-    fast_factor: float = Field(1.5, gt=1, description="Demand/target at or above this takes the fast path up.")
+    fast_factor: float = Field(
+        1.5, gt=1, description="Demand/target at or above this takes the fast path up."
+    )
     fast_hold: Duration = Field(timedelta(seconds=60), description="How long the fast path stays engaged.")
     max_step_up: int = Field(2, ge=1)
     max_step_down: int = Field(1, ge=1)
@@ -405,7 +420,9 @@ class DeploymentSpec(_Strict):
     @classmethod
     def _job_id(cls, value: str) -> str:
         if not JOB_NAME_RE.match(value):
-            raise ValueError("must be 1-128 of letters, digits, '_', '.', '-' and start with a letter or digit")
+            raise ValueError(
+                "must be 1-128 of letters, digits, '_', '.', '-' and start with a letter or digit"
+            )
         return value
 
     @field_validator("datacenters")

@@ -7,15 +7,17 @@ client, and the server's job validation accepts what `render` produces.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from nomad_triton.render import render_job
 from nomad_triton.spec import DeploymentSpec, load_spec
 
-from .conftest import Devcluster
+from .conftest import Devcluster, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -35,16 +37,18 @@ TRICKY = [
 
 
 def tricky_spec() -> DeploymentSpec:
-    return DeploymentSpec.model_validate({
-        "name": "tricky",
-        "driver": {"type": "raw_exec", "command": "/opt/bin/nomad-triton", "args": TRICKY},
-        "model_repository": {"path": "/srv/m ${x}", "models": ["m1", "m.2"]},
-        "gpus": {"count": 1, "min_memory": "16 GiB", "model": 'A100|"H"${x}', "preferred_model": "H100"},
-        "scaling": {"enabled": True, "min": 1, "max": 5},
-        "rollout": {"canary": 1, "auto_promote": True, "min_healthy_time": "1m30s"},
-        "env": {f"V{i}": v for i, v in enumerate(TRICKY)},
-        "meta": {f"k.{i}": v for i, v in enumerate(TRICKY)},
-    })
+    return DeploymentSpec.model_validate(
+        {
+            "name": "tricky",
+            "driver": {"type": "raw_exec", "command": "/opt/bin/nomad-triton", "args": TRICKY},
+            "model_repository": {"path": "/srv/m ${x}", "models": ["m1", "m.2"]},
+            "gpus": {"count": 1, "min_memory": "16 GiB", "model": 'A100|"H"${x}', "preferred_model": "H100"},
+            "scaling": {"enabled": True, "min": 1, "max": 5},
+            "rollout": {"canary": 1, "auto_promote": True, "min_healthy_time": "1m30s"},
+            "env": {f"V{i}": v for i, v in enumerate(TRICKY)},
+            "meta": {f"k.{i}": v for i, v in enumerate(TRICKY)},
+        }
+    )
 
 
 def _task(job: dict[str, Any]) -> dict[str, Any]:
@@ -65,7 +69,10 @@ def test_rendered_jobs_round_trip_through_the_server(devcluster: Devcluster) -> 
     assert job["Meta"] == spec.meta
     (device,) = task["Resources"]["Devices"]
     constraints = {c["LTarget"]: (c["Operand"], c["RTarget"]) for c in device["Constraints"]}
-    assert constraints == {"${device.attr.memory}": (">=", "16 GiB"), "${device.model}": ("regexp", 'A100|"H"${x}')}
+    assert constraints == {
+        "${device.attr.memory}": (">=", "16 GiB"),
+        "${device.model}": ("regexp", 'A100|"H"${x}'),
+    }
     (group,) = job["TaskGroups"]
     assert group["Update"]["MinHealthyTime"] == 90 * 10**9 and group["Update"]["AutoPromote"] is True
     assert (group["Scaling"]["Min"], group["Scaling"]["Max"]) == (1, 5)
@@ -79,3 +86,29 @@ def test_rendered_jobs_round_trip_through_the_server(devcluster: Devcluster) -> 
     assert example["ID"] == "triton-cpu" and _task(example)["Driver"] == "raw_exec"
     verdict = n.validate.validate_job({"Job": example}).json()
     assert not verdict.get("ValidationErrors") and not verdict.get("Error"), verdict
+
+
+def test_cpu_example_deploys_healthy_on_devcluster(devcluster: Devcluster) -> None:
+    """jobs/cpu-example.toml as rendered: real `nomad-triton serve` allocation, checks pass, model ready."""
+    command = str(Path(sys.executable).parent / "nomad-triton")  # independent of the devcluster's PATH
+    spec = load_spec(
+        ROOT / "jobs" / "cpu-example.toml",
+        sets=[f"driver.command={command}", 'health.interval="1s"', 'health.timeout="1s"'],
+    )
+    n = devcluster.nomad()
+    job = n.jobs.parse(render_job(spec))
+    n.jobs.register_job({"Job": job})
+
+    def deployed() -> str | None:
+        deps = n.job.get_deployments(spec.name)
+        status = deps[0]["Status"] if deps else None
+        return status if status in ("successful", "failed") else None
+
+    assert wait_until(deployed, 240, "the cpu example's deployment to finish", interval=1.0) == "successful"
+    devcluster.remember_groups()  # teardown then proves serve and tritonserver are gone
+    with devcluster.http() as http:
+        (svc,) = http.get(f"/v1/service/{spec.service_name}").json()
+    base = f"http://{svc['Address']}:{svc['Port']}"
+    for model in spec.model_repository.models:
+        assert httpx.get(f"{base}/v2/models/{model}/ready", timeout=5).status_code == 200
+    n.job.deregister_job(spec.name, purge=True)

@@ -71,8 +71,15 @@ def test_unicode_is_kept_not_escaped() -> None:
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [(True, "true"), (False, "false"), (3, "3"), (1.5, "1.5"), (timedelta(minutes=5), '"5m"'),
-     (["a", 1], '["a", 1]'), ({}, "{}")],
+    [
+        (True, "true"),
+        (False, "false"),
+        (3, "3"),
+        (1.5, "1.5"),
+        (timedelta(minutes=5), '"5m"'),
+        (["a", 1], '["a", 1]'),
+        ({}, "{}"),
+    ],
 )
 def test_to_hcl_scalars_and_lists(value: Any, expected: str) -> None:
     assert to_hcl(value) == expected
@@ -82,7 +89,8 @@ def test_to_hcl_map_quotes_keys_and_parses() -> None:
     text = to_hcl({"a.b": "x", 'q"k': "${y}"})
     doc = hcl2.loads(f"m = {text}\n")
     assert {unquote_hcl_string(k): unquote_hcl_string(v) for k, v in doc["m"].items()} == {
-        "a.b": "x", 'q"k': "${y}"
+        "a.b": "x",
+        'q"k': "${y}",
     }
 
 
@@ -122,7 +130,11 @@ def test_cpu_example_renders_idiomatic_hcl() -> None:
     tname, task = _only(group["task"])
     assert tname == "server" and unquote_hcl_string(task["driver"]) == "raw_exec"
     config = task["config"][0]
-    assert [unquote_hcl_string(a) for a in config["args"]] == ["serve", "--models", str(ROOT / "examples/models")]
+    assert [unquote_hcl_string(a) for a in config["args"]] == [
+        "serve",
+        "--models",
+        str(ROOT / "examples/models"),
+    ]
     env = {unquote_hcl_string(k): unquote_hcl_string(v) for k, v in task["env"].items()}
     assert env["NOMAD_TRITON_MODELS"] == "mlp,relu_onnx" and env["OMP_NUM_THREADS"] == "1"
     assert "device" not in task["resources"][0]
@@ -165,8 +177,9 @@ def _spec(**over: Any) -> DeploymentSpec:
 
 
 def test_bridge_mode_maps_to_triton_container_ports() -> None:
-    spec = _spec(driver={"type": "docker", "image": "i", "network_mode": "bridge"},
-                 ports={"http": {"static": 18000}})
+    spec = _spec(
+        driver={"type": "docker", "image": "i", "network_mode": "bridge"}, ports={"http": {"static": 18000}}
+    )
     doc = hcl2.loads(render_job(spec))
     _, group = _only(_only(doc["job"])[1]["group"])
     ports = {unquote_hcl_string(k): v for p in group["network"][0]["port"] for k, v in p.items()}
@@ -175,8 +188,10 @@ def test_bridge_mode_maps_to_triton_container_ports() -> None:
 
 
 def test_artifact_source_downloads_into_local_models() -> None:
-    spec = _spec(driver={"type": "docker", "image": "i"},
-                 model_repository={"artifact": "https://example.com/m.tar.gz?x=${y}", "models": ["a"]})
+    spec = _spec(
+        driver={"type": "docker", "image": "i"},
+        model_repository={"artifact": "https://example.com/m.tar.gz?x=${y}", "models": ["a"]},
+    )
     doc = hcl2.loads(render_job(spec))
     _, task = _only(_only(_only(doc["job"])[1]["group"])[1]["task"])
     assert unquote_hcl_string(task["artifact"][0]["source"]) == "https://example.com/m.tar.gz?x=${y}"
@@ -196,7 +211,9 @@ def test_per_model_checks_can_be_turned_off_and_scaling_block_omitted() -> None:
 
 
 def test_limited_reschedule_renders_attempts_and_interval() -> None:
-    spec = _spec(reschedule={"unlimited": False, "attempts": 3, "interval": "1h", "delay_function": "constant"})
+    spec = _spec(
+        reschedule={"unlimited": False, "attempts": 3, "interval": "1h", "delay_function": "constant"}
+    )
     resched = hcl2.loads(render_job(spec))["job"][0]['"t"']["group"][0]['"triton"']["reschedule"][0]
     assert resched["attempts"] == 3 and "unlimited" not in resched and "max_delay" not in resched
 
@@ -226,13 +243,15 @@ def test_validate_local_reports_a_template_that_drops_model_checks(tmp_path: Pat
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text((src / rel).read_text())
     services = tmp_path / "partials" / "services.hcl.j2"
-    services.write_text(services.read_text().replace("{% for check in checks %}", "{% for check in checks[:1] %}"))
+    services.write_text(
+        services.read_text().replace("{% for check in checks %}", "{% for check in checks[:1] %}")
+    )
     monkeypatch.setattr(render, "environment", lambda: make_environment(tmp_path))
     assert validate_local(_spec()) == ["missing health check on /v2/models/a/ready"]
 
 
 def test_validate_local_reports_unparseable_output(tmp_path: Path, monkeypatch) -> None:
-    (tmp_path / render.MAIN_TEMPLATE).write_text('job {{ spec.name | hcl }} {\n  broken = \n')
+    (tmp_path / render.MAIN_TEMPLATE).write_text("job {{ spec.name | hcl }} {\n  broken = \n")
     monkeypatch.setattr(render, "environment", lambda: make_environment(tmp_path))
     problems = validate_local(_spec())
     assert len(problems) == 1 and problems[0].startswith("rendered HCL does not parse")
@@ -240,8 +259,11 @@ def test_validate_local_reports_unparseable_output(tmp_path: Path, monkeypatch) 
 
 def test_pytriton_workspace_lives_in_the_task_dir_unless_the_user_sets_it() -> None:
     text = render_job(_spec())
-    assert '"PYTRITON_HOME"' in text and '= "/tmp/pytriton-${NOMAD_SHORT_ALLOC_ID}"' in text  # runtime interpolation, literal
+    assert (
+        '"PYTRITON_HOME"' in text and '= "/tmp/pytriton-${NOMAD_SHORT_ALLOC_ID}"' in text
+    )  # runtime interpolation, literal
     task = hcl2.loads(render_job(_spec(env={"PYTRITON_HOME": "/cache/${x}"})))["job"][0]['"t"']["group"][0][
-        '"triton"']["task"][0]['"server"']
+        '"triton"'
+    ]["task"][0]['"server"']
     env = {unquote_hcl_string(k): unquote_hcl_string(v) for k, v in task["env"].items()}
     assert env["PYTRITON_HOME"] == "/cache/${x}"

@@ -34,16 +34,18 @@ TRICKY = [
 def tricky_spec() -> DeploymentSpec:
     env = {f"V{i}": v for i, v in enumerate(TRICKY)}
     meta = {f"k.{i}": v for i, v in enumerate(TRICKY)}
-    return DeploymentSpec.model_validate({
-        "name": "tricky",
-        "driver": {"type": "raw_exec", "command": "/opt/bin/nomad-triton", "args": TRICKY},
-        "model_repository": {"path": "/srv/m ${x}", "models": ["m1", "m.2"]},
-        "gpus": {"count": 1, "min_memory": "16 GiB", "model": 'A100|"H"${x}', "preferred_model": "H100"},
-        "scaling": {"enabled": True, "min": 1, "max": 5},
-        "rollout": {"canary": 1, "auto_promote": True, "min_healthy_time": "1m30s"},
-        "env": env,
-        "meta": meta,
-    })
+    return DeploymentSpec.model_validate(
+        {
+            "name": "tricky",
+            "driver": {"type": "raw_exec", "command": "/opt/bin/nomad-triton", "args": TRICKY},
+            "model_repository": {"path": "/srv/m ${x}", "models": ["m1", "m.2"]},
+            "gpus": {"count": 1, "min_memory": "16 GiB", "model": 'A100|"H"${x}', "preferred_model": "H100"},
+            "scaling": {"enabled": True, "min": 1, "max": 5},
+            "rollout": {"canary": 1, "auto_promote": True, "min_healthy_time": "1m30s"},
+            "env": env,
+            "meta": meta,
+        }
+    )
 
 
 def _task(job: dict[str, Any]) -> dict[str, Any]:
@@ -61,7 +63,9 @@ def test_every_tricky_value_survives_the_server_side_parse() -> None:
     for key, value in spec.env.items():
         assert task["Env"][key] == value
     assert task["Env"]["NOMAD_TRITON_MODEL_REPOSITORY"] == "/srv/m ${x}"
-    assert task["Env"]["PYTRITON_HOME"] == "/tmp/pytriton-${NOMAD_SHORT_ALLOC_ID}"  # left for the client to fill in
+    assert (
+        task["Env"]["PYTRITON_HOME"] == "/tmp/pytriton-${NOMAD_SHORT_ALLOC_ID}"
+    )  # left for the client to fill in
     assert job["Meta"] == spec.meta
     (device,) = task["Resources"]["Devices"]
     constraints = {c["LTarget"]: c for c in device["Constraints"]}

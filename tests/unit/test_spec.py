@@ -66,11 +66,20 @@ def test_scaling_spec_maps_onto_the_autoscaler_config() -> None:
     # The real autoscaler config class: every kwarg must exist there and pass its own checks.
     from nomad_triton.autoscale.policy import ScalingPolicyConfig
 
-    spec = validate_data(with_({
-        "count": 2,
-        "scaling": {"enabled": True, "min": 2, "max": 9,
-                    "policy": {"cooldown_down": "90s", "latency_slo_ms": 150, "tolerance": 0.2}},
-    }), "s.toml")
+    spec = validate_data(
+        with_(
+            {
+                "count": 2,
+                "scaling": {
+                    "enabled": True,
+                    "min": 2,
+                    "max": 9,
+                    "policy": {"cooldown_down": "90s", "latency_slo_ms": 150, "tolerance": 0.2},
+                },
+            }
+        ),
+        "s.toml",
+    )
     cfg = ScalingPolicyConfig(**spec.scaling.policy_config_kwargs())
     assert (cfg.min_count, cfg.max_count) == (2, 9)
     assert cfg.down_cooldown_s == 90.0 and cfg.up_cooldown_s == 30.0
@@ -111,20 +120,39 @@ def test_scaling_spec_maps_onto_the_autoscaler_config() -> None:
         ({"model_repository.models": ["../etc"]}, "model_repository.models", "invalid model name"),
         ({"model_repository.path": None}, "model_repository.path", "exactly one"),
         ({"model_repository.artifact": "https://x/m.tgz"}, "model_repository.path", "got path, artifact"),
-        ({"model_repository.path": ..., "model_repository.artifact": "not a url"}, "model_repository.artifact", "URL"),
-        ({"model_repository.path": ..., "model_repository.host_volume": "m"}, "model_repository.host_volume",
-         "docker"),
+        (
+            {"model_repository.path": ..., "model_repository.artifact": "not a url"},
+            "model_repository.artifact",
+            "URL",
+        ),
+        (
+            {"model_repository.path": ..., "model_repository.host_volume": "m"},
+            "model_repository.host_volume",
+            "docker",
+        ),
         ({"ports": {"http": {"static": 70000}}}, "ports.http.static", "less than or equal to 65535"),
         ({"ports": {"grpc": {"to": 0}}}, "ports.grpc.to", "greater than or equal to 1"),
-        ({"ports": {"http": {"static": 8000}, "metrics": {"static": 8000}}}, "ports.metrics.static", "differ"),
+        (
+            {"ports": {"http": {"static": 8000}, "metrics": {"static": 8000}}},
+            "ports.metrics.static",
+            "differ",
+        ),
         ({"resources": {"cpu": 0}}, "resources.cpu", "greater than or equal to 1"),
         ({"resources": {"memory": 5}}, "resources.memory", "greater than or equal to 10"),
         ({"resources": {"memory": 2048, "memory_max": 1024}}, "resources.memory_max", ">= memory"),
         ({"gpus": {"count": -1}}, "gpus.count", "greater than or equal to 0"),
         ({"gpus": {"count": 1, "min_memory": "lots"}}, "gpus.min_memory", "invalid size"),
         ({"gpus": {"count": 1, "model": "A100("}}, "gpus.model", "regexp"),
-        ({"gpus": {"count": 1, "preferred_model": "H100", "preferred_weight": 0}}, "gpus.preferred_weight", "not be 0"),
-        ({"gpus": {"count": 1, "preferred_weight": 101}}, "gpus.preferred_weight", "less than or equal to 100"),
+        (
+            {"gpus": {"count": 1, "preferred_model": "H100", "preferred_weight": 0}},
+            "gpus.preferred_weight",
+            "not be 0",
+        ),
+        (
+            {"gpus": {"count": 1, "preferred_weight": 101}},
+            "gpus.preferred_weight",
+            "less than or equal to 100",
+        ),
         ({"gpus": {"count": 0, "model": "A100"}}, "gpus.count", "need count >= 1"),
         ({"gpus": {"count": 1, "device": "nvidia gpu"}}, "gpus.device", "pattern"),
         ({"rollout": {"canary": -1}}, "rollout.canary", "greater than or equal to 0"),
@@ -133,8 +161,16 @@ def test_scaling_spec_maps_onto_the_autoscaler_config() -> None:
         ({"rollout": {"min_healthy_time": "10"}}, "rollout.min_healthy_time", "invalid duration"),
         ({"rollout": {"min_healthy_time": 10}}, "rollout.min_healthy_time", "duration string"),
         ({"rollout": {"healthy_deadline": "-5m"}}, "rollout.healthy_deadline", "invalid duration"),
-        ({"rollout": {"min_healthy_time": "6m"}}, "rollout.min_healthy_time", "shorter than healthy_deadline"),
-        ({"rollout": {"healthy_deadline": "10m"}}, "rollout.healthy_deadline", "shorter than progress_deadline"),
+        (
+            {"rollout": {"min_healthy_time": "6m"}},
+            "rollout.min_healthy_time",
+            "shorter than healthy_deadline",
+        ),
+        (
+            {"rollout": {"healthy_deadline": "10m"}},
+            "rollout.healthy_deadline",
+            "shorter than progress_deadline",
+        ),
         ({"rollout": {"health_check": "http"}}, "rollout.health_check", "'checks'"),
         ({"health": {"ready_path": "v2/health"}}, "health.ready_path", "pattern"),
         ({"health": {"interval": "1s", "timeout": "2s"}}, "health.timeout", "not exceed interval"),
@@ -146,20 +182,44 @@ def test_scaling_spec_maps_onto_the_autoscaler_config() -> None:
         ({"scaling": {"min": 3, "max": 2}}, "scaling.min", "<= max"),
         ({"scaling": {"max": 0}}, "scaling.max", "greater than or equal to 1"),
         ({"scaling": {"enabled": True, "min": 2, "max": 4}}, "count", "within scaling.min..scaling.max"),
-        ({"scaling": {"policy": {"target_queue_compute_ratio": 0}}}, "scaling.policy.target_queue_compute_ratio",
-         "greater than 0"),
-        ({"scaling": {"policy": {"target_queue_compute_ratio": None}}}, "scaling.policy.target_queue_compute_ratio",
-         "valid number"),
-        ({"scaling": {"policy": {"target_utilization": 1.5}}}, "scaling.policy.target_utilization",
-         "less than or equal to 1"),
+        (
+            {"scaling": {"policy": {"target_queue_compute_ratio": 0}}},
+            "scaling.policy.target_queue_compute_ratio",
+            "greater than 0",
+        ),
+        (
+            {"scaling": {"policy": {"target_queue_compute_ratio": None}}},
+            "scaling.policy.target_queue_compute_ratio",
+            "valid number",
+        ),
+        (
+            {"scaling": {"policy": {"target_utilization": 1.5}}},
+            "scaling.policy.target_utilization",
+            "less than or equal to 1",
+        ),
         ({"scaling": {"policy": {"fast_factor": 1}}}, "scaling.policy.fast_factor", "greater than 1"),
         ({"scaling": {"policy": {"window": "0s"}}}, "scaling.policy.window", "positive"),
-        ({"scaling": {"policy": {"instances_per_replica": 0}}}, "scaling.policy.instances_per_replica",
-         "greater than or equal to 1"),
+        (
+            {"scaling": {"policy": {"instances_per_replica": 0}}},
+            "scaling.policy.instances_per_replica",
+            "greater than or equal to 1",
+        ),
         ({"scaling": {"policy": {"tolerance": 1}}}, "scaling.policy.tolerance", "less than 1"),
-        ({"scaling": {"policy": {"max_step_up": 0}}}, "scaling.policy.max_step_up", "greater than or equal to 1"),
-        ({"scaling": {"policy": {"cooldown_down": "soon"}}}, "scaling.policy.cooldown_down", "invalid duration"),
-        ({"scaling": {"policy": {"evaluation_interval": "0s"}}}, "scaling.policy.evaluation_interval", "positive"),
+        (
+            {"scaling": {"policy": {"max_step_up": 0}}},
+            "scaling.policy.max_step_up",
+            "greater than or equal to 1",
+        ),
+        (
+            {"scaling": {"policy": {"cooldown_down": "soon"}}},
+            "scaling.policy.cooldown_down",
+            "invalid duration",
+        ),
+        (
+            {"scaling": {"policy": {"evaluation_interval": "0s"}}},
+            "scaling.policy.evaluation_interval",
+            "positive",
+        ),
         ({"env": {"1BAD": "x"}}, "env", "invalid environment variable name"),
         ({"env": {"NOMAD_PORT_http": "1"}}, "env", "set by Nomad"),
         ({"env": {"A": 1}}, "env.A", "valid string"),
@@ -180,13 +240,15 @@ def test_invalid_field_is_reported_with_its_path(changes: dict[str, Any], field:
 
 def test_docker_gpu_spec_is_accepted() -> None:
     spec = validate_data(
-        with_({
-            "driver": {**DOCKER, "network_mode": "bridge"},
-            "model_repository": {"host_volume": "models", "models": ["a", "b"]},
-            "gpus": {"count": 2, "min_memory": "16 GiB", "model": "A100", "preferred_model": "H100"},
-            "rollout": {"canary": 1, "auto_promote": True},
-            "scaling": {"enabled": True, "min": 1, "max": 4},
-        }),
+        with_(
+            {
+                "driver": {**DOCKER, "network_mode": "bridge"},
+                "model_repository": {"host_volume": "models", "models": ["a", "b"]},
+                "gpus": {"count": 2, "min_memory": "16 GiB", "model": "A100", "preferred_model": "H100"},
+                "rollout": {"canary": 1, "auto_promote": True},
+                "scaling": {"enabled": True, "min": 1, "max": 4},
+            }
+        ),
         "spec.toml",
     )
     assert spec.driver.type == "docker" and spec.driver.shm_size_mb == 1024
@@ -221,6 +283,8 @@ def test_bad_durations_are_rejected(bad: object) -> None:
 
 
 def test_json_dump_writes_durations_back_in_go_form() -> None:
-    dumped = DeploymentSpec.model_validate(with_({"rollout": {"min_healthy_time": "90s"}})).model_dump(mode="json")
+    dumped = DeploymentSpec.model_validate(with_({"rollout": {"min_healthy_time": "90s"}})).model_dump(
+        mode="json"
+    )
     assert dumped["rollout"]["min_healthy_time"] == "1m30s"
     assert DeploymentSpec.model_validate(dumped).rollout.min_healthy_time == timedelta(seconds=90)

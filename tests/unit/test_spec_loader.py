@@ -49,7 +49,9 @@ def test_relative_raw_exec_repository_is_resolved_next_to_the_spec(spec_file: Pa
     assert spec.model_repository.path == str((spec_file.parent / "models").resolve())
 
 
-def test_relative_repository_from_set_is_resolved_against_cwd(spec_file: Path, monkeypatch, tmp_path: Path) -> None:
+def test_relative_repository_from_set_is_resolved_against_cwd(
+    spec_file: Path, monkeypatch, tmp_path: Path
+) -> None:
     monkeypatch.chdir(tmp_path)
     spec = load_spec(spec_file, sets=["model_repository.path=elsewhere"])
     assert spec.model_repository.path == str(tmp_path / "elsewhere")
@@ -86,8 +88,18 @@ def test_set_is_applied_after_values(spec_file: Path, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
-    [("1", 1), ("1.5", 1.5), ("true", True), ("10s", "10s"), ('"quoted"', "quoted"), ("[1, 2]", [1, 2]),
-     ("hello world", "hello world"), ("2024-01-02", "2024-01-02"), ("", ""), ("a=b", "a=b")],
+    [
+        ("1", 1),
+        ("1.5", 1.5),
+        ("true", True),
+        ("10s", "10s"),
+        ('"quoted"', "quoted"),
+        ("[1, 2]", [1, 2]),
+        ("hello world", "hello world"),
+        ("2024-01-02", "2024-01-02"),
+        ("", ""),
+        ("a=b", "a=b"),
+    ],
 )
 def test_set_values_are_toml_literals_else_strings(raw: str, expected: object) -> None:
     assert parse_set_value(raw) == expected
@@ -129,8 +141,13 @@ def test_error_in_base_file_names_the_base_file(spec_file: Path) -> None:
 
 @pytest.mark.parametrize(
     ("item", "field"),
-    [("count", "count"), ("=3", "(empty)"), ("a..b=1", "a..b"), ("model_repository.models.7=x", "model_repository.models.7"),
-     ("model_repository.models.x=1", "model_repository.models.x")],
+    [
+        ("count", "count"),
+        ("=3", "(empty)"),
+        ("a..b=1", "a..b"),
+        ("model_repository.models.7=x", "model_repository.models.7"),
+        ("model_repository.models.x=1", "model_repository.models.x"),
+    ],
 )
 def test_malformed_set_flags_are_spec_errors(spec_file: Path, item: str, field: str) -> None:
     with pytest.raises(SpecError) as info:
@@ -140,8 +157,13 @@ def test_malformed_set_flags_are_spec_errors(spec_file: Path, item: str, field: 
 
 @pytest.mark.parametrize(
     ("name", "content", "fragment"),
-    [("x.toml", "name = ", "invalid TOML"), ("x.yaml", "a: [", "invalid YAML"), ("x.json", "{", "invalid JSON"),
-     ("x.ini", "a=1", "unsupported file type"), ("x.yaml", "- a\n- b\n", "top level must be a table")],
+    [
+        ("x.toml", "name = ", "invalid TOML"),
+        ("x.yaml", "a: [", "invalid YAML"),
+        ("x.json", "{", "invalid JSON"),
+        ("x.ini", "a=1", "unsupported file type"),
+        ("x.yaml", "- a\n- b\n", "top level must be a table"),
+    ],
 )
 def test_unparseable_files_are_spec_errors(tmp_path: Path, name: str, content: str, fragment: str) -> None:
     path = tmp_path / name
