@@ -11,7 +11,6 @@ ClientStatus the way Nomad's client does (failed > running > pending > complete)
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from datetime import UTC, datetime
@@ -191,8 +190,7 @@ class TaskRunner:
             self._patch("pending", task_event("Restarting", f"Task restarting in {go_duration(delay)}",
                                               RestartReason=why, StartDelay=int(delay * NS)),
                         Restarts=restarts, LastRestart=rfc3339())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.killed.wait(), timeout=delay)
+            await drv.wait_event(self.killed, delay)
         self._patch("dead", task_event("Killed", "Task successfully killed"), FinishedAt=rfc3339())
 
     async def _kill(self, waiter: asyncio.Future[int]) -> None:
@@ -201,8 +199,7 @@ class TaskRunner:
                                      KillTimeout=int(timeout * NS)))
         assert self.proc is not None
         await self.proc.stop(drv.signal_number(self.task.get("KillSignal")), timeout)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(waiter, timeout=5)
+        await drv.wait_done(waiter, 5)
         self._patch("dead", task_event("Killed", "Task successfully killed"), FinishedAt=rfc3339())
 
 
@@ -241,8 +238,7 @@ class AllocRunner:
 
     async def wait(self) -> None:
         if self.main is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.main
+            await asyncio.wait({self.main})
 
     async def _run(self) -> None:
         tg = self.tg
@@ -322,10 +318,10 @@ class AllocRunner:
         self.rt.register_services(self.alloc_id, regs)
 
     def _stop_background(self) -> None:
+        """Stop checks and registration; the health tracker ends by itself on a terminal alloc
+        (a task that failed fast must still be reported unhealthy)."""
         for t in self._bg:
             t.cancel()
-        if self._health is not None:
-            self._health.cancel()
 
     # ---- deployment health -------------------------------------------------------------------
     def restart_health(self) -> None:
@@ -355,6 +351,8 @@ class AllocRunner:
             if any(s.get("Failed") for s in states) or alloc.get("ClientStatus") == "failed":
                 self.rt.set_alloc_health(self.alloc_id, dep_id, False)
                 return
+            if alloc.get("DesiredStatus") != "run" or alloc.get("ClientStatus") in ("complete", "lost"):
+                return  # stopped before a verdict: Nomad leaves Healthy unset
             restarts = sum(int(s.get("Restarts") or 0) for s in states)
             running = bool(states) and all(s.get("State") == "running" for s in states)
             checks_ok = mode != "checks" or all(c.status == "success" for c in self.checks)

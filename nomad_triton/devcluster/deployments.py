@@ -179,14 +179,21 @@ class DeploymentWatcher:
         job = self.store.get("jobs", (dep["Namespace"], dep["JobID"])) or {}
         if job.get("Version") != dep.get("JobVersion"):
             return
-        complete = all(st["HealthyAllocs"] >= st["DesiredTotal"] for st in dep["TaskGroups"].values())
-        if complete and not self._pending_work(dep):
-            dep = copy.deepcopy(self.store.get("deployments", dep["ID"]))
-            dep["Status"], dep["StatusDescription"] = "successful", DESC_SUCCESSFUL
-            self.write(dep)
-            self.rt.mark_job_stable(dep["Namespace"], dep["JobID"], dep["JobVersion"])
-        else:
+        if not self.try_complete(dep):
             self.rt.create_eval(job, "deployment-watcher", deployment_id=dep["ID"])
+
+    def try_complete(self, dep: dict[str, Any]) -> bool:
+        """Mark the deployment successful (and the job version stable) when every group is done."""
+        dep = self.recount(dep)
+        if dep.get("Status") != "running" or requires_promotion(dep):
+            return False
+        complete = all(st["HealthyAllocs"] >= st["DesiredTotal"] for st in dep["TaskGroups"].values())
+        if not complete or self._pending_work(dep):
+            return False
+        dep["Status"], dep["StatusDescription"] = "successful", DESC_SUCCESSFUL
+        self.write(dep)
+        self.rt.mark_job_stable(dep["Namespace"], dep["JobID"], dep["JobVersion"])
+        return True
 
     def _pending_work(self, dep: dict[str, Any]) -> bool:
         """Old-version allocations still running: the rollout is not finished even if counts match."""

@@ -144,6 +144,26 @@ def signal_number(name: str | None) -> int:
         return signal.SIGTERM
 
 
+async def wait_event(event: asyncio.Event, timeout: float) -> bool:
+    """Wait for `event` up to `timeout` s; True if set. (Avoids asyncio.wait_for, whose 3.11
+    implementation can swallow a cancellation that races with its own timeout.)"""
+    if event.is_set():
+        return True
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({waiter}, timeout=max(0.0, timeout))
+    finally:
+        waiter.cancel()
+    return event.is_set()
+
+
+async def wait_done(fut: asyncio.Future[Any], timeout: float) -> bool:
+    """Wait for `fut` up to `timeout` s without cancelling it; True if it finished."""
+    if not fut.done():
+        await asyncio.wait({fut}, timeout=max(0.0, timeout))
+    return fut.done()
+
+
 def group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
@@ -207,10 +227,8 @@ class TaskProcess:
                 killpg_quiet(self.pgid, signal.SIGKILL)
             return
         killpg_quiet(self.pgid, sig)
-        try:
-            await asyncio.wait_for(asyncio.shield(self.proc.wait()), timeout=max(0.05, timeout_s))
-        except TimeoutError:
+        waiter = asyncio.ensure_future(self.proc.wait())
+        if not await wait_done(waiter, max(0.05, timeout_s)):
             killpg_quiet(self.pgid, signal.SIGKILL)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self.proc.wait()), timeout=5)
+            await wait_done(waiter, 5)
         killpg_quiet(self.pgid, signal.SIGKILL)

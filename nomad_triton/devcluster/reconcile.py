@@ -230,6 +230,9 @@ def reconcile_group(
         cs = a.get("ClientStatus")
         if cs in ("complete", "lost"):
             continue
+        if dep and _is_canary(a) and a.get("DeploymentID") == dep.get("ID") and not promoted:
+            canaries.append(a)  # a failed canary still counts as placed: the deployment decides
+            continue
         if cs == "failed":
             if a.get("NextAllocation"):
                 continue
@@ -242,9 +245,6 @@ def reconcile_group(
             continue
         if (a.get("DesiredTransition") or {}).get("Migrate"):
             migrate.add(a["ID"])
-        if dep and _is_canary(a) and a.get("DeploymentID") == dep.get("ID") and not promoted:
-            canaries.append(a)
-            continue
         occupants.append(a)
 
     # Two allocs holding one name (a promoted canary and the old alloc it replaces): keep the

@@ -18,7 +18,6 @@ Contract with the HTTP layer (engineer B's handlers):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import random
 import socket
@@ -39,6 +38,7 @@ from nomad_triton.devcluster.deployments import (
     DeploymentWatcher,
     new_deployment,
 )
+from nomad_triton.devcluster.driver_raw_exec import killpg_quiet, wait_event
 from nomad_triton.devcluster.errors import ApiError
 from nomad_triton.devcluster.feasibility import alloc_is_terminal
 from nomad_triton.devcluster.reconcile import ALLOC_RESCHEDULED
@@ -123,21 +123,18 @@ class Runtime:
             self._unsub = None
         for t in self._tasks:
             t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5)
         self._tasks = []
         runners = list(self.runners.values())
         for r in runners:
             r.stop()
-        for r in runners:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(r.wait(), timeout=30)
+        mains = [r.main for r in runners if r.main is not None]
+        if mains:
+            await asyncio.wait(mains, timeout=30)
         for r in runners:  # belt and braces: no process group survives shutdown
             for t in r.tasks:
                 if t.proc is not None and t.proc.pgid:
-                    from nomad_triton.devcluster.driver_raw_exec import killpg_quiet
-
                     killpg_quiet(t.proc.pgid, 9)
         if self.http is not None:
             await self.http.aclose()
@@ -160,9 +157,7 @@ class Runtime:
     async def _broker_loop(self) -> None:
         assert self._wake is not None
         while True:
-            timeout = self._next_wait_until()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
+            await wait_event(self._wake, self._next_wait_until())
             self._wake.clear()
             try:
                 self.run_pending()
@@ -255,7 +250,7 @@ class Runtime:
         self._write_eval(ev)
         if cur_dep is not None:
             fresh = self.store.get("deployments", cur_dep["ID"])
-            if fresh is not None:
+            if fresh is not None and not self.watcher.try_complete(fresh):
                 self.watcher.write(self.watcher.recount(fresh))
         self.update_job_status(ns, job_id)
 

@@ -6,19 +6,19 @@ no task process group may remain.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
-from test_runtime_support import Cluster, fast_update, http_task, job, node, until
+from test_runtime_support import Cluster, fast_update, http_task, job, node, run_bounded, until
 
 from nomad_triton.devcluster.driver_raw_exec import group_alive
 
 
-def run(coro: object, timeout: float = 60.0) -> None:
-    asyncio.run(asyncio.wait_for(coro, timeout))  # type: ignore[arg-type]
+def run(coro: Any, timeout: float = 90.0) -> None:
+    run_bounded(coro, timeout)
 
 
 def _pgids(c: Cluster) -> list[int]:

@@ -139,6 +139,18 @@ class Cluster:
                       key=lambda e: e["CreateIndex"])
 
 
+def run_bounded(coro: Any, timeout: float = 90.0) -> None:
+    """Run a test body on a fresh loop with a hard deadline; a swallowed timeout still fails."""
+    finished: list[bool] = []
+
+    async def body() -> None:
+        await coro
+        finished.append(True)
+
+    asyncio.run(asyncio.wait_for(body(), timeout))
+    assert finished, f"test body did not finish within {timeout}s"
+
+
 async def until(pred: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
     """Poll `pred` every 20 ms until truthy; fail the test at the deadline."""
     deadline = time.monotonic() + timeout
