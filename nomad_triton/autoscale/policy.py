@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
 from nomad_triton.probe.observations import Observation
 
@@ -63,6 +63,17 @@ class ScalingPolicyConfig:
             raise ValueError("band must be in [0, 1)")
         if self.max_step_up < 1 or self.max_step_down < 1:
             raise ValueError("max steps must be >= 1")
+
+    @classmethod
+    def from_spec(cls, scaling: Any) -> ScalingPolicyConfig:
+        """From a deployment spec's `scaling` section (nomad_triton.spec ScalingSpec).
+
+        The spec's `drain` is the time a scaled-in allocation gets to finish its requests (a job
+        setting), not this policy's backlog-drain horizon, so it is deliberately not mapped.
+        """
+        kwargs = dict(scaling.policy_config_kwargs())
+        kwargs.pop("drain_s", None)
+        return cls(**kwargs)
 
 
 @dataclass(frozen=True)

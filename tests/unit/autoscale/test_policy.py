@@ -174,3 +174,18 @@ def test_recommendation_history_is_pruned() -> None:
 def test_bad_config_rejected(kw: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         ScalingPolicyConfig(**kw)  # type: ignore[arg-type]
+
+
+def test_config_from_deployment_spec_scaling_section() -> None:
+    from datetime import timedelta
+
+    from nomad_triton.spec.models import ScalingPolicySpec, ScalingSpec
+
+    spec = ScalingSpec(enabled=True, min=2, max=9, policy=ScalingPolicySpec(
+        evaluation_interval=timedelta(seconds=1), window=timedelta(seconds=3), latency_slo_ms=80,
+        cooldown_up=timedelta(seconds=3), cooldown_down=timedelta(seconds=20), tolerance=0.15,
+        drain=timedelta(seconds=45)))
+    cfg = ScalingPolicyConfig.from_spec(spec)
+    assert (cfg.min_count, cfg.max_count, cfg.interval_s, cfg.window_s) == (2, 9, 1.0, 3.0)
+    assert (cfg.up_cooldown_s, cfg.down_cooldown_s, cfg.band, cfg.latency_slo_ms) == (3.0, 20.0, 0.15, 80)
+    assert cfg.drain_s == ScalingPolicyConfig().drain_s  # the spec's drain is the allocation's, not ours
