@@ -67,8 +67,15 @@ def make_port_picker(rng: random.Random, port_ok: Callable[[int], bool]) -> Call
     """Random dynamic port in Nomad's default range, skipping taken ones and ones `port_ok` rejects."""
 
     def pick(taken: set[int]) -> int | None:
-        for _ in range(200):
+        for _ in range(50):
             p = rng.randint(fz.PORT_MIN, fz.PORT_MAX)
+            if p not in taken and port_ok(p):
+                return p
+        # crowded range: scan it once from a random start rather than give up early
+        span = fz.PORT_MAX - fz.PORT_MIN + 1
+        start = rng.randint(0, span - 1)
+        for k in range(span):
+            p = fz.PORT_MIN + (start + k) % span
             if p not in taken and port_ok(p):
                 return p
         return None
