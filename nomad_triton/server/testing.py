@@ -94,14 +94,23 @@ class ServerProcess:
 
     def start(self) -> ServerProcess:
         self.started_at = time.monotonic()
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+        with open(self.log_path, "wb") as log, open(self.out_path, "wb") as out:
+            self.proc = subprocess.Popen(self.argv, env=self.env, stdout=out, stderr=log, start_new_session=True)
         self._groups.add(self.proc.pid)
         return self
 
+    @property
+    def out_path(self) -> Path:
+        return self.log_path.with_suffix(".stdout")
+
+    def out(self) -> str:
+        """stdout: only serve's lifecycle lines (ready/draining/stopped), JSON with --json."""
+        return self.out_path.read_text(errors="replace") if self.out_path.exists() else ""
+
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        """stderr (logs, tritonserver output, errors) followed by stdout."""
+        err = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return err + self.out()
 
     def ready(self, path: str = "/v2/health/ready") -> int | None:
         """HTTP status of a health endpoint, None when nothing answers."""

@@ -36,9 +36,21 @@ def _watch_parent(fd: int) -> None:
     os.killpg(os.getpgrp(), signal.SIGKILL)
 
 
+_EVENTS = sys.stdout
+
+
+def _reserve_stdout_for_events() -> None:
+    """Keep stdout for our lifecycle lines only: PyTriton relays tritonserver's output with print() in
+    arbitrary chunks, which would split `--json` lines, so fd 1 is pointed at stderr for everyone else."""
+    global _EVENTS
+    sys.stdout.flush()
+    _EVENTS = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+
+
 def _emit(as_json: bool, event: str, text: str, **fields: object) -> None:
     line = json.dumps({"event": event, **fields}) if as_json else text
-    print(line, flush=True)
+    print(line, file=_EVENTS, flush=True)
 
 
 def report(as_json: bool, message: str, level: str = "error") -> None:
@@ -111,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--started", type=float, default=None, help="launcher's time.monotonic() at start")
     args = parser.parse_args(argv)
+    _reserve_stdout_for_events()
     started = args.started if args.started is not None else time.monotonic()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
@@ -128,6 +141,6 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     code = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (_EVENTS, sys.stdout, sys.stderr):
+        stream.flush()
     os._exit(code)  # do not wait for non-daemon threads stuck in user model code; the launcher reaps the group

@@ -97,7 +97,7 @@ def test_sigterm_turns_readiness_false_then_drains_in_flight(tmp_path: Path) -> 
             assert not isinstance(results[kind], Exception), results[kind]
             np.testing.assert_array_equal(results[kind], [[3.0]])
         assert srv.wait(timeout_s=30) == 0, srv.log()[-2000:]
-        events = [json.loads(line) for line in srv.log().splitlines() if line.startswith('{"event"')]
+        events = [json.loads(line) for line in srv.out().splitlines()]  # stdout carries nothing else
         assert [e["event"] for e in events] == ["ready", "draining", "stopped"], events
         assert events[0]["models"] == ["slow"] and events[0]["http_port"] == srv.http_port
         assert not [p for p in srv.tree() if alive(p)]
