@@ -1,7 +1,8 @@
-"""`nomad-triton autoscale simulate --trace FILE`: replay a trace through our policy and the baseline.
+"""`nomad-triton autoscale run|simulate`: the autoscaling controller, and offline replay of a policy.
 
-A .json trace is a synthetic load trace run through the simulator's queueing model; a .jsonl trace
-is recorded observations (`nomad-triton probe JOB --record FILE`) replayed through our policy.
+`simulate --trace FILE`: a .json trace is a synthetic load trace run through the simulator's
+queueing model; a .jsonl trace is recorded observations (`nomad-triton probe JOB --record FILE`)
+replayed through our policy. `run JOB`: the controller loop (nomad_triton.autoscale.controller).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from rich.table import Table
 from nomad_triton.autoscale.policy import ScalingPolicyConfig
 from nomad_triton.autoscale.simulate import replay_observations, run_both
 from nomad_triton.autoscale.trace import TraceError, is_observation_trace, load_trace, read_observations
-from nomad_triton.cli.common import EXIT_BAD_INPUT, JSON_OPT, emit_json, fail
+from nomad_triton.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, JSON_OPT, emit_json, fail
 
 app = typer.Typer(help="Autoscale Triton task groups (simulate a policy on a trace).", no_args_is_help=True)
 
@@ -80,6 +81,77 @@ def _replay(trace: Path, min_count: int, max_count: int, as_json: bool) -> None:
         table.add_row(f"{t:.1f}", str(d.new_count), d.direction, d.reason)
     Console().print(table)
     print(f"{len(decisions)} scale actions")
+
+
+def _job_bounds(client, job: str, group: str) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+    """min/max of the group's scaling block (Nomad enforces them; the policy must agree)."""
+    for tg in client.job(job).get("TaskGroups") or []:
+        if tg.get("Name") == group:
+            sc = tg.get("Scaling") or {}
+            return int(sc.get("Min") or 0), int(sc.get("Max") or tg.get("Count") or 1)
+    fail(f"job {job!r} has no task group {group!r}", EXIT_BAD_INPUT)
+
+
+@app.command("run")
+def run(
+    job: str = typer.Argument(..., help="Nomad job ID."),
+    group: str = typer.Option("triton", "--group", help="Task group to scale."),
+    spec: Path = typer.Option(None, "--spec", help="Deployment spec whose [scaling] section configures the policy."),
+    model: list[str] = typer.Option([], "--model", help="Model to check readiness of. Repeatable."),
+    interval: float = typer.Option(None, "--interval", help="Seconds between decisions (default: spec, else 1)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Record decisions as scaling events without a count."),
+    metrics_port: int = typer.Option(0, "--metrics-port", help="Serve the controller's own /metrics on 127.0.0.1 (0 = off)."),
+    duration: float = typer.Option(None, "--duration", help="Stop after this many seconds (default: run until SIGTERM)."),
+    address: str = typer.Option(None, "--address", help="Nomad address (default NOMAD_ADDR)."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Autoscale JOB's GROUP from Triton's own metrics (no Prometheus server needed)."""
+    import asyncio
+    import logging
+    import signal
+
+    from prometheus_client import start_http_server
+
+    from nomad_triton.autoscale.controller import Controller, ControllerSettings
+    from nomad_triton.cli.common import load_spec_or_exit
+    from nomad_triton.nomad.client import NomadClient
+    from nomad_triton.nomad.errors import NomadError
+
+    if (interval is not None and interval <= 0) or (duration is not None and duration <= 0):
+        fail("--interval and --duration must be > 0", EXIT_BAD_INPUT, as_json)
+    client = NomadClient.from_env(address=address)
+    try:
+        if spec is not None:
+            cfg = ScalingPolicyConfig.from_spec(load_spec_or_exit(spec, [], [], as_json).scaling)
+        else:
+            lo, hi = _job_bounds(client, job, group)
+            cfg = ScalingPolicyConfig(min_count=lo, max_count=hi)
+    except NomadError as exc:
+        fail(f"autoscale {job}: {exc}", EXIT_FAILED, as_json)
+    except ValueError as exc:
+        fail(f"autoscale {job}: bad scaling policy: {exc}", EXIT_BAD_INPUT, as_json)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    settings = ControllerSettings(job=job, group=group, models=tuple(model), dry_run=dry_run,
+                                  interval_s=interval if interval is not None else cfg.interval_s)
+    ctl = Controller(client, settings, cfg)
+    if metrics_port:
+        start_http_server(metrics_port, addr="127.0.0.1", registry=ctl.registry)
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        return await ctl.run(stop, deadline_s=duration)
+
+    failures = asyncio.run(main())
+    summary = {"job": job, "group": group, "failed_steps": failures,
+               "desired": ctl.state.desired if ctl.state else None,
+               "last_decision": ctl.last_decision.reason if ctl.last_decision else None}
+    if as_json:
+        emit_json(summary)
+    else:
+        print(f"autoscaler stopped: desired={summary['desired']} failed_steps={failures}")
 
 
 def register(root: typer.Typer) -> None:

@@ -40,17 +40,29 @@ def alloc_ports(alloc: dict[str, Any]) -> dict[str, str]:
 
 def job_endpoints(
     client: AllocSource, job_id: str, group: str | None = None, models: tuple[str, ...] = (),
-    http_label: str = "http", metrics_label: str = "metrics",
+    http_label: str = "http", metrics_label: str = "metrics", cache: dict[str, dict[str, str]] | None = None,
 ) -> list[Endpoint]:
-    """Endpoints of the job's allocations that Nomad wants running (desired=run, not terminal)."""
+    """Endpoints of the job's allocations that Nomad wants running (desired=run, not terminal).
+
+    `cache` (alloc id -> ports) spares one request per allocation per round: an allocation's
+    ports never change, so a controller polling every second only reads new allocations.
+    """
     endpoints = []
-    for stub in client.job_allocations(job_id):
+    stubs = client.job_allocations(job_id)
+    if cache is not None:
+        live_ids = {s["ID"] for s in stubs}
+        for gone in [a for a in cache if a not in live_ids]:
+            del cache[gone]
+    for stub in stubs:
         if stub.get("DesiredStatus") != "run" or stub.get("ClientStatus") not in ("pending", "running"):
             continue
         if group and stub.get("TaskGroup") != group:
             continue
-        alloc = client.allocation(stub["ID"])
-        ports = alloc_ports(alloc)
+        ports = cache.get(stub["ID"]) if cache is not None else None
+        if ports is None:
+            ports = alloc_ports(client.allocation(stub["ID"]))
+            if cache is not None and ports:
+                cache[stub["ID"]] = ports
         if http_label not in ports:
             continue
         endpoints.append(Endpoint(alloc_id=stub["ID"], http=ports[http_label], metrics=ports.get(metrics_label), models=models))
