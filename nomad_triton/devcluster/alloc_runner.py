@@ -11,6 +11,7 @@ ClientStatus the way Nomad's client does (failed > running > pending > complete)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from datetime import UTC, datetime
@@ -131,6 +132,19 @@ class TaskRunner:
         self._patch("dead", event, Failed=True, FinishedAt=rfc3339())
 
     async def run(self) -> None:
+        """Run the task; an unexpected error fails the task visibly instead of leaving it pending."""
+        try:
+            await self._run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - surfaced as a task event
+            logging.getLogger(__name__).exception("devcluster: task runner failed")
+            if self.proc is not None:
+                await self.proc.stop(9, 0.1)
+            self._fail(task_event("Driver Failure", f"devcluster task runner error: {exc}", FailsTask=True,
+                                  DriverError=str(exc)))
+
+    async def _run(self) -> None:
         ar = self.ar
         alloc = ar.alloc()
         task = self.task
@@ -142,9 +156,19 @@ class TaskRunner:
         env = drv.build_env(alloc=alloc, task=task, node=ar.node, alloc_dir=ar.dir, region=ar.rt.region)
         try:
             for tmpl in task.get("Templates") or []:
+                if tmpl.get("SourcePath"):
+                    raise drv.UnsupportedTemplate("template source files are not supported (use data)")
                 dest = ar.dir / self.name / str(tmpl.get("DestPath") or "local/template.out")
                 dest.parent.mkdir(parents=True, exist_ok=True)
-                dest.write_text(drv.render_template(str(tmpl.get("EmbeddedTmpl") or ""), env))
+                text = drv.render_template(str(tmpl.get("EmbeddedTmpl") or ""), env)
+                dest.write_text(text)
+                with contextlib.suppress(ValueError, TypeError):
+                    dest.chmod(int(str(tmpl.get("Perms") or "0644"), 8))
+                if tmpl.get("Envvars"):  # `env = true`: KEY=VALUE lines join the task env
+                    for line in text.splitlines():
+                        key, sep, value = line.partition("=")
+                        if sep and key.strip() and not key.lstrip().startswith("#"):
+                            env[key.strip()] = value.strip()
         except (drv.UnsupportedTemplate, OSError) as exc:
             self._fail(task_event("Template", f"Template failed: {exc}", FailsTask=True))
             return
