@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from nomad_triton.autoscale.lock import LeaderLock
 from nomad_triton.autoscale.policy import Decision, PolicyState, ScalingPolicyConfig, commit, decide
 from nomad_triton.probe.discovery import job_endpoints
 from nomad_triton.probe.observations import Observation
@@ -108,12 +109,17 @@ class Controller:
         config: ScalingPolicyConfig,
         registry: CollectorRegistry | None = None,
         clock: Callable[[], float] = time.time,
+        lock: LeaderLock | None = None,
     ) -> None:
         self.client = client
+        self.lock = lock
+        self.leading: bool | None = None
         self.settings = settings
         self.config = config
         self.registry = registry or CollectorRegistry()
         self.metrics = _Metrics(self.registry)
+        self.leader_gauge = Gauge("nomad_triton_autoscaler_leader", "1 when this replica holds the lock",
+                                  registry=self.registry)
         self.state: PolicyState | None = None
         self.history: deque[Observation] = deque()
         self.last_decision: Decision | None = None
@@ -226,7 +232,8 @@ class Controller:
             while not stop.is_set():
                 started = time.monotonic()
                 try:
-                    await self.step()
+                    if await self._lead():
+                        await self.step()
                 except Exception as exc:  # noqa: BLE001 - the loop must survive anything a step hits
                     failures += 1
                     self.metrics.step_errors.inc()
@@ -243,4 +250,20 @@ class Controller:
                     pass
         finally:
             await self.aclose()
+            if self.lock is not None:
+                await self._call(self.lock.release)
         return failures
+
+    async def _lead(self) -> bool:
+        """Without a lock always lead; with one, only the holder steps. A replica that loses the lock
+        drops its state, so if it leads again it starts from Nomad's desired count, never stale."""
+        if self.lock is None:
+            return True
+        leading = bool(await self._call(self.lock.ensure))
+        if leading != self.leading:
+            log_event("leader" if leading else "standby", job=self.settings.job, path=self.lock.path)
+            if not leading:
+                self.state, self.history = None, deque()
+        self.leading = leading
+        self.leader_gauge.set(1 if leading else 0)
+        return leading

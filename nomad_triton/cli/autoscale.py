@@ -19,7 +19,8 @@ from nomad_triton.autoscale.simulate import replay_observations, run_both
 from nomad_triton.autoscale.trace import TraceError, is_observation_trace, load_trace, read_observations
 from nomad_triton.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, JSON_OPT, emit_json, fail
 
-app = typer.Typer(help="Autoscale Triton task groups (simulate a policy on a trace).", no_args_is_help=True)
+app = typer.Typer(help="Autoscale Triton task groups from their own metrics, or replay a policy on a trace.",
+                  no_args_is_help=True)
 
 
 class PolicyChoice(StrEnum):
@@ -102,6 +103,8 @@ def run(
     dry_run: bool = typer.Option(False, "--dry-run", help="Record decisions as scaling events without a count."),
     metrics_port: int = typer.Option(0, "--metrics-port", help="Serve the controller's own /metrics on 127.0.0.1 (0 = off)."),
     duration: float = typer.Option(None, "--duration", help="Stop after this many seconds (default: run until SIGTERM)."),
+    ha: bool = typer.Option(False, "--ha", help="Act only while holding a Nomad variable lock (run several replicas)."),
+    lock_ttl: float = typer.Option(15.0, "--lock-ttl", help="Lock TTL in seconds (>= 10) with --ha."),
     address: str = typer.Option(None, "--address", help="Nomad address (default NOMAD_ADDR)."),
     as_json: bool = JSON_OPT,
 ) -> None:
@@ -133,7 +136,15 @@ def run(
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     settings = ControllerSettings(job=job, group=group, models=tuple(model), dry_run=dry_run,
                                   interval_s=interval if interval is not None else cfg.interval_s)
-    ctl = Controller(client, settings, cfg)
+    lock = None
+    if ha:
+        from nomad_triton.autoscale.lock import LeaderLock, lock_path
+
+        try:
+            lock = LeaderLock(client, lock_path(job, group), ttl_s=lock_ttl)
+        except ValueError as exc:
+            fail(f"--lock-ttl: {exc}", EXIT_BAD_INPUT, as_json)
+    ctl = Controller(client, settings, cfg, lock=lock)
     if metrics_port:
         start_http_server(metrics_port, addr="127.0.0.1", registry=ctl.registry)
 

@@ -161,3 +161,69 @@ def test_dry_run_records_events_without_count_and_errors_do_not_kill(devcluster:
     missing = Controller(client, ControllerSettings(job="no-such-job", group="triton", interval_s=0.05), cfg)
     assert asyncio.run(missing.run(max_steps=3)) == 3  # every step failed, the loop survived all three
     assert missing.metrics.step_errors._value.get() == 3
+
+
+def test_only_the_lock_holder_scales(devcluster: Devcluster, tmp_path: Path) -> None:
+    from nomad_triton.autoscale.lock import LeaderLock, lock_path
+
+    load, hb = tmp_path / "load", tmp_path / "hb"
+    load.write_text("3.0")
+    client = NomadClient.from_env(address=devcluster.addr, token=devcluster.token)
+    client.register(client.parse_hcl(job_hcl("ha", load, hb)))
+    wait_until(lambda: _deployed(client, "ha"), 60, "deployment successful")
+    other = LeaderLock(client, lock_path("ha", "triton"), ttl_s=10)
+    assert other.ensure() and other.held
+    cfg = ScalingPolicyConfig(min_count=1, max_count=4)
+    standby = Controller(client, ControllerSettings(job="ha", group="triton", interval_s=0.3), cfg,
+                         lock=LeaderLock(client, lock_path("ha", "triton"), ttl_s=10))
+    assert asyncio.run(standby.run(deadline_s=2.5)) == 0
+    assert standby.leading is False and standby.last_decision is None  # never stepped while standby
+    assert client.scale_status("ha")["TaskGroups"]["triton"]["Desired"] == 1
+    other.release()
+    leader = Controller(client, ControllerSettings(job="ha", group="triton", interval_s=0.3), cfg,
+                        lock=LeaderLock(client, lock_path("ha", "triton"), ttl_s=10))
+    assert asyncio.run(leader.run(deadline_s=4.0)) == 0
+    assert leader.leading is True
+    assert client.scale_status("ha")["TaskGroups"]["triton"]["Desired"] >= 2
+    again = LeaderLock(client, lock_path("ha", "triton"), ttl_s=10)
+    assert again.ensure()  # run() released the lock on exit
+    again.release()
+
+
+def test_autoscale_run_cli_serves_metrics_and_stops_on_sigterm(devcluster: Devcluster, tmp_path: Path) -> None:
+    import os
+    import signal
+
+    import httpx
+
+    from nomad_triton.server.testing import free_ports
+    from tests.e2e.cli_helpers import kill_cli, start_cli, stop_cli, wait_for_text
+
+    load, hb = tmp_path / "load", tmp_path / "hb"
+    load.write_text("3.0")
+    client = NomadClient.from_env(address=devcluster.addr, token=devcluster.token)
+    client.register(client.parse_hcl(job_hcl("clijob", load, hb)))
+    wait_until(lambda: _deployed(client, "clijob"), 60, "deployment successful")
+    (port,) = free_ports(1)
+    log = tmp_path / "autoscale.log"
+    proc = start_cli(["autoscale", "run", "clijob", "--group", "triton", "--interval", "0.5",
+                      "--metrics-port", str(port), "--json"], devcluster.addr, log)
+    try:
+        wait_for_text(log, '"event": "scaled"', 30)
+        page = wait_until(lambda: _get(httpx, f"http://127.0.0.1:{port}/metrics"), 10, "controller /metrics")
+        assert 'nomad_triton_autoscaler_scale_requests_total{result="ok"}' in page
+        assert "nomad_triton_autoscaler_desired_count" in page
+        os.killpg(proc.pid, signal.SIGTERM)
+        assert stop_cli(proc, 15) == 0
+    finally:
+        kill_cli(proc)
+    out = log.read_text()
+    assert '"failed_steps": 0' in out and client.scale_status("clijob")["TaskGroups"]["triton"]["Desired"] >= 2
+
+
+def _get(httpx_mod, url: str) -> str | None:  # type: ignore[no-untyped-def]
+    try:
+        r = httpx_mod.get(url, timeout=1)
+        return r.text if r.status_code == 200 else None
+    except httpx_mod.HTTPError:
+        return None
