@@ -379,7 +379,8 @@ class AllocRunner:
                 return  # stopped before a verdict: Nomad leaves Healthy unset
             restarts = sum(int(s.get("Restarts") or 0) for s in states)
             running = bool(states) and all(s.get("State") == "running" for s in states)
-            checks_ok = mode != "checks" or all(c.status == "success" for c in self.checks)
+            checks_ok = mode != "checks" or all(c.status == "success" for c in self.checks
+                                                if c.check.get("OnUpdate") != "ignore")
             now = time.monotonic()
             if running and checks_ok and restarts == last_restarts:
                 since = since if since is not None else now

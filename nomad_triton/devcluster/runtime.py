@@ -101,6 +101,7 @@ class Runtime:
         self._tasks: list[asyncio.Task[Any]] = []
         self._unsub: Any = None
         self._seen_nodes_index = 0
+        self._seen_evals_index = 0
         self._capacity_freed = False
         self._processing = False
 
@@ -141,10 +142,16 @@ class Runtime:
             self.http = None
 
     def _on_change(self) -> None:
+        """Store write hook: wake the broker only for new evaluations or changed node capacity
+        (alloc writes are frequent; the runtime wakes itself when one frees capacity)."""
         nodes_idx = self.store.table_index.get("nodes", 0)
+        evals_idx = self.store.table_index.get("evals", 0)
         if nodes_idx != self._seen_nodes_index:
             self._seen_nodes_index = nodes_idx
             self._capacity_freed = True
+        elif evals_idx == self._seen_evals_index:
+            return
+        self._seen_evals_index = evals_idx
         if self._wake is not None and not self._processing:
             self._wake.set()
 
@@ -214,8 +221,8 @@ class Runtime:
                     other["Status"], other["StatusDescription"] = "canceled", "superseded by a newer evaluation"
                     self._write_eval(other)
         dep = self.watcher.latest_for_job(ns, job_id)
-        if dep is not None and dep.get("Status") in ACTIVE and job is not None:
-            if job.get("Stop"):
+        if dep is not None and dep.get("Status") in ACTIVE:
+            if job is None or job.get("Stop"):
                 self.watcher.cancel(dep, DESC_STOPPED_JOB)
                 dep = self.store.get("deployments", dep["ID"])
             elif dep.get("JobVersion") != job.get("Version"):
