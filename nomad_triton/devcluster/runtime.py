@@ -532,6 +532,7 @@ class Runtime:
         if existing is None:
             job["Version"] = 0
         else:
+            job.setdefault("Stop", False)  # the register handler defaults it; not a change
             same = {k: v for k, v in existing.items() if k not in SERVER_FIELDS} == \
                 {k: v for k, v in job.items() if k not in SERVER_FIELDS}
             job["Version"] = existing.get("Version", 0) + (0 if same else 1)
