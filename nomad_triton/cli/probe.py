@@ -37,7 +37,11 @@ def _discover(job: str | None, group: str | None, models: tuple[str, ...], addre
 
     assert job is not None
     try:
-        return job_endpoints(NomadClient.from_env(address=address), job, group=group, models=models)
+        client = NomadClient.from_env(address=address)
+        endpoints = job_endpoints(client, job, group=group, models=models)
+        if not endpoints:
+            client.job(job)  # Nomad lists no allocations for an unknown job: say which it is
+        return endpoints
     except NomadError as exc:
         fail(f"probe {job}: {exc}", EXIT_FAILED)
 
@@ -130,6 +134,9 @@ def probe(
                 return await _rounds(endpoints_fn, prober, None if duration else 2, duration, interval, fh)
 
     obs = asyncio.run(run())
+    if not obs:
+        fail(f"probe {job}: no running allocation with an 'http' port" + (f" in group {group!r}" if group else ""),
+             EXIT_FAILED, as_json)
     if as_json:
         emit_json({"job": job, "allocations": [o.to_dict() for o in obs]})
     else:

@@ -109,6 +109,9 @@ def test_controller_scales_up_fast_and_down_with_events(devcluster: Devcluster, 
                            env={"NOMAD_TOKEN": devcluster.token or ""})
     assert r.exit_code == 0, r.output
     assert '"ready": true' in r.stdout
+    r = CliRunner().invoke(app, ["probe", "no-such-job", "--address", devcluster.addr],
+                           env={"NOMAD_TOKEN": devcluster.token or ""})
+    assert r.exit_code == 1 and "no-such-job" in r.output and "Traceback" not in r.output
 
     cfg = ScalingPolicyConfig(min_count=1, max_count=4, up_cooldown_s=1, down_cooldown_s=3,
                               down_stabilization_s=3, fast_hold_s=2, max_step_down=4)
