@@ -62,6 +62,12 @@ def main() -> int:
                   f"(ratio {ours.replica_seconds / best.replica_seconds:.2f} while violating {best.slo_violation_s:.0f} s more)")
         print(f"  SLO-violation ours/baseline(defaults): {ours.slo_violation_s:.0f} s / {default.slo_violation_s:.0f} s; "
               f"first scale-up at t={first_up[0] if first_up else float('nan'):.0f} s")
+        jump = trace.extra.get("jump_at_s")
+        if jump is not None:
+            def react(r: SimResult, at: float = float(jump)) -> float:
+                return min((t for t, _, d, _ in r.actions if d == "up" and t >= at), default=float("inf")) - at
+            print(f"  reaction to the jump at t={jump} s: ours {react(ours):.0f} s, baseline(defaults) "
+                  f"{react(default):.0f} s (target <= 3 s)")
         if name == "oscillating":
             verdict = "OK" if ours.reversals == 0 else "MISSED"
             print(f"  direction reversals ours: {ours.reversals} (target 0) {verdict}; baseline(defaults): {default.reversals}")
