@@ -322,25 +322,25 @@ class ScalingPolicySpec(_Strict):
     """
 
     evaluation_interval: Duration = Field(
-        timedelta(seconds=10), description="How often the autoscaler decides."
+        timedelta(seconds=1), description="How often the autoscaler decides (react within ~3 s)."
     )
-    window: Duration = Field(timedelta(seconds=30), description="Observation window each decision looks at.")
+    window: Duration = Field(timedelta(seconds=3), description="Observation window each decision looks at.")
     target_queue_compute_ratio: float = Field(1.0, gt=0, description="rate(queue_us)/rate(compute_infer_us).")
     target_utilization: float = Field(0.7, gt=0, le=1, description="Busy fraction per replica to size for.")
     target_pending_per_replica: float | None = Field(None, gt=0)
     latency_slo_ms: float | None = Field(None, gt=0, description="Request latency objective, in ms.")
     tolerance: float = Field(0.1, ge=0, lt=1, description="Dead band around the target, as a fraction.")
-    cooldown_up: Duration = timedelta(seconds=30)
-    cooldown_down: Duration = timedelta(minutes=5)
+    cooldown_up: Duration = timedelta(seconds=3)
+    cooldown_down: Duration = timedelta(seconds=20)
     scale_down_stabilization: Duration = Field(
-        timedelta(minutes=2), description="Scale down only if every decision in this window wanted fewer."
+        timedelta(seconds=60), description="Scale down only if every decision in this window wanted fewer."
     )
     fast_factor: float = Field(
         1.5, gt=1, description="Demand/target at or above this takes the fast path up."
     )
     fast_hold: Duration = Field(timedelta(seconds=60), description="How long the fast path stays engaged.")
-    max_step_up: int = Field(2, ge=1)
-    max_step_down: int = Field(1, ge=1)
+    max_step_up: int = Field(8, ge=1)
+    max_step_down: int = Field(2, ge=1)
     instances_per_replica: int = Field(1, ge=1, description="Model instances per allocation (capacity unit).")
     drain: Duration = Field(timedelta(seconds=60), description="Time a scaled-in allocation gets to drain.")
 
