@@ -70,8 +70,6 @@ def model_repo(tmp: Path, model: str = "relu_onnx") -> Path:
 def triton_spec(tmp: Path, name: str, *, extra: str = "", count: int = 1) -> Path:
     """A CPU Triton spec served by `nomad-triton serve` (raw_exec) from this venv."""
     repo = model_repo(tmp)
-    home = tmp / "home"
-    home.mkdir(exist_ok=True)
     path = tmp / f"{name}.toml"
     path.write_text(f'''
 name = "{name}"
@@ -110,9 +108,6 @@ enabled = true
 min = 1
 max = 2
 
-[env]
-# PyTriton keeps its workspace under $HOME; give the task a writable one.
-HOME = "{home}"
 {extra}
 ''')
     return path

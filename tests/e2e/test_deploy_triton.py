@@ -77,8 +77,10 @@ def test_broken_command_reports_failure_and_rolls_back(devcluster: Devcluster, t
     spec = triton_spec(tmp_path, "tri-broken")
     good = run_cli(["deploy", str(spec), "--timeout", "150s"], devcluster.addr)
     assert good.code == 0, good.text
-    bad = run_cli(["deploy", str(spec), "--set", 'driver.args=["serve", "--no-such-flag"]', "--timeout", "150s"],
-                  devcluster.addr)
+    # Short deadlines bound the test even where the failed task is only noticed at the progress deadline.
+    bad = run_cli(["deploy", str(spec), "--set", 'driver.args=["serve", "--no-such-flag"]',
+                   "--set", "rollout.healthy_deadline=15s", "--set", "rollout.progress_deadline=20s",
+                   "--timeout", "150s"], devcluster.addr)
     assert bad.code == 3, bad.text
     assert "rolled the job back to version 0" in bad.out, bad.text
     # The failure report: the failed allocation, its task events and the last lines of its stderr.
