@@ -241,6 +241,7 @@ class AllocRunner:
         self._health: asyncio.Task[Any] | None = None
         self.main: asyncio.Task[Any] | None = None
         self.stopping = False
+        self._watchers: list[asyncio.Event] = []
 
     @property
     def tg(self) -> dict[str, Any]:
@@ -326,20 +327,45 @@ class AllocRunner:
                 cport = self._port_value(c.get("PortLabel")) if c.get("PortLabel") else port
                 state = chk.CheckState(id=f"{self.alloc_id[:8]}-{svc.get('Name')}-{i}", check=c,
                                        service=svc.get("Name", ""), group=f"{self.alloc()['JobID']}.{tg['Name']}",
-                                       task=task, port=cport)
+                                       task=task, port=cport, on_change=self.notify)
                 self.checks.append(state)
                 self._bg.append(asyncio.ensure_future(chk.run_forever(state, self.rt.http)))
         if regs:
             self._bg.append(asyncio.ensure_future(self._register_when_running(regs)))
 
     async def _register_when_running(self, regs: list[tuple[dict[str, Any], str, int]]) -> None:
-        """Register services once the tasks run (Nomad registers after task start)."""
+        """Keep the alloc's services registered exactly while all its tasks run (Nomad registers
+        after task start and deregisters while a task is down, e.g. between restarts)."""
+        changed = self.watch()
+        registered = False
         while True:
-            states = (self.alloc().get("TaskStates") or {}).values()
-            if states and all(s.get("State") == "running" for s in states):
-                break
-            await asyncio.sleep(0.05)
-        self.rt.register_services(self.alloc_id, regs)
+            changed.clear()
+            alloc = self.alloc()
+            states = list((alloc.get("TaskStates") or {}).values())
+            up = bool(states) and all(s.get("State") == "running" for s in states) \
+                and alloc.get("DesiredStatus") == "run"
+            if up and not registered:
+                self.rt.register_services(self.alloc_id, regs)
+            elif registered and not up:
+                self.rt.deregister_services(self.alloc_id)
+            registered = up
+            await drv.wait_event(changed, 5.0)
+
+    def watch(self) -> asyncio.Event:
+        """An event set on every write to this alloc and every check status change."""
+        ev = asyncio.Event()
+        self._watchers.append(ev)
+        return ev
+
+    def close(self) -> None:
+        """Cancel what outlives the tasks (the health tracker); used by Runtime.shutdown."""
+        self._stop_background()
+        if self._health is not None:
+            self._health.cancel()
+
+    def notify(self) -> None:
+        for ev in self._watchers:
+            ev.set()
 
     def _stop_background(self) -> None:
         """Stop checks and registration; the health tracker ends by itself on a terminal alloc
@@ -358,16 +384,21 @@ class AllocRunner:
             self._health = asyncio.ensure_future(self._track_health(alloc["DeploymentID"]))
 
     async def _track_health(self, dep_id: str) -> None:
+        """Nomad's client health watcher: healthy once tasks (and checks, in "checks" mode) have
+        been good continuously for MinHealthyTime; unhealthy on a failed task or at
+        HealthyDeadline. Woken by alloc writes and check changes, not by polling."""
         update = self.tg.get("Update") or {}
         mode = update.get("HealthCheck") or "checks"
         if mode == "manual":
             return
         min_healthy = float(update.get("MinHealthyTime") or 10 * NS) / NS
         deadline = float(update.get("HealthyDeadline") or 5 * 60 * NS) / NS
+        changed = self.watch()
         start = time.monotonic()
         since: float | None = None
         last_restarts = -1
         while True:
+            changed.clear()
             alloc = self.alloc()
             if alloc.get("DeploymentID") != dep_id or (alloc.get("DeploymentStatus") or {}).get("Healthy") is not None:
                 return
@@ -382,18 +413,21 @@ class AllocRunner:
             checks_ok = mode != "checks" or all(c.status == "success" for c in self.checks
                                                 if c.check.get("OnUpdate") != "ignore")
             now = time.monotonic()
-            if running and checks_ok and restarts == last_restarts:
-                since = since if since is not None else now
+            good = running and checks_ok
+            if good and restarts == last_restarts and since is not None:
                 if now - since >= min_healthy:
                     self.rt.set_alloc_health(self.alloc_id, dep_id, True)
                     return
             else:
-                since = now if running and checks_ok else None
+                since = now if good else None
             last_restarts = restarts
             if now - start >= deadline:
                 self.rt.set_alloc_health(self.alloc_id, dep_id, False)
                 return
-            await asyncio.sleep(0.05)
+            wake = deadline - (now - start)
+            if since is not None:
+                wake = min(wake, min_healthy - (now - since))
+            await drv.wait_event(changed, max(0.005, wake))
 
     def check_results(self) -> dict[str, Any]:
         return {c.id: c.to_api() for c in self.checks}

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -31,7 +32,7 @@ class CheckState:
     output: str = ""
     status_code: int = 0
     timestamp: int = 0
-    history: list[str] = field(default_factory=list)
+    on_change: Callable[[], None] | None = None
 
     def to_api(self) -> dict[str, Any]:
         return {
@@ -77,5 +78,8 @@ async def run_forever(state: CheckState, client: httpx.AsyncClient) -> None:
     """Check at the configured Interval until cancelled."""
     interval = max(0.05, float(state.check.get("Interval") or 10 * NS) / NS)
     while True:
+        before = state.status
         await run_once(state, client)
+        if state.status != before and state.on_change is not None:
+            state.on_change()
         await asyncio.sleep(interval)

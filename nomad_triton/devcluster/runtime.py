@@ -133,6 +133,8 @@ class Runtime:
         mains = [r.main for r in runners if r.main is not None]
         if mains:
             await asyncio.wait(mains, timeout=30)
+        for r in runners:
+            r.close()
         for r in runners:  # belt and braces: no process group survives shutdown
             for t in r.tasks:
                 if t.proc is not None and t.proc.pgid:
@@ -402,6 +404,9 @@ class Runtime:
         new["ModifyTime"] = time.time_ns()
         self.store.upsert("allocs", alloc_id, new, event_type=event_type, namespace=new.get("Namespace", "default"),
                           payload_name="Allocation", filter_keys=(new.get("JobID", ""), new.get("DeploymentID", "")))
+        runner = self.runners.get(alloc_id)
+        if runner is not None:
+            runner.notify()
         if alloc_is_terminal(new) and not alloc_is_terminal(old):
             self._capacity_freed = True
             if self._wake is not None:
