@@ -178,7 +178,9 @@ class TaskRunner:
         tracker = RestartTracker(task.get("RestartPolicy") or ar.tg.get("RestartPolicy") or {})
         logs = ar.dir / "alloc" / "logs"
         restarts = 0
+        exit_code: int | None = None
         while not self.killed.is_set():
+            exit_code = None
             self.proc = drv.TaskProcess(command, args, env, ar.dir / self.name,
                                         logs / f"{self.name}.stdout.0", logs / f"{self.name}.stderr.0")
             try:
@@ -199,12 +201,15 @@ class TaskRunner:
                     await self._kill(waiter)
                     return
                 killer.cancel()
-                code = waiter.result()
+                code = exit_code = waiter.result()
                 sig = -code if code < 0 else 0
                 msg = f"Exit Code: {max(code, 0)}" + (f", Signal: {sig}" if sig else "")
                 self._patch(None, task_event("Terminated", msg, ExitCode=max(code, 0), Signal=sig))
             if self.killed.is_set():
                 self._patch("dead", task_event("Killed", "Task successfully killed"), FinishedAt=rfc3339())
+                return
+            if exit_code == 0 and (alloc.get("Job") or {}).get("Type") in ("batch", "sysbatch"):
+                self._patch("dead", None, FinishedAt=rfc3339())  # batch work done: not restarted
                 return
             verdict, delay, why = tracker.next(time.time())
             if verdict == "fail":

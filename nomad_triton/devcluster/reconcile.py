@@ -228,6 +228,9 @@ def reconcile_group(
         if a.get("DesiredStatus") != "run":
             continue
         cs = a.get("ClientStatus")
+        if cs == "complete" and job.get("Type") in ("batch", "sysbatch"):
+            occupants.append(a)  # finished batch work keeps its slot: it is not run again
+            continue
         if cs in ("complete", "lost"):
             continue
         if dep and _is_canary(a) and a.get("DeploymentID") == dep.get("ID") and not promoted:
@@ -288,7 +291,7 @@ def reconcile_group(
             res.reschedule_later.append((a["ID"], resched_later[a["ID"]]))
             res.ignore += 1
             continue
-        if a.get("ClientStatus") == "failed":
+        if a.get("ClientStatus") in ("failed", "complete"):
             res.ignore += 1
             continue
         if a["ID"] in migrate:

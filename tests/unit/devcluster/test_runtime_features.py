@@ -217,3 +217,28 @@ def test_job_stop_cancels_deployment_and_stops_everything(tmp_path: Path) -> Non
             await c.rt.shutdown()
 
     run(main())
+
+
+def test_batch_job_completes_once(tmp_path: Path) -> None:
+    async def main() -> None:
+        c = Cluster(tmp_path, [node("n1")])
+        await c.rt.start()
+        try:
+            t = http_task(command=sys.executable, args=["-c", "print('done')"])
+            j = job("batch", count=2, tasks=[t], checks=False)
+            j["Type"] = "batch"
+            j["TaskGroups"][0]["Services"] = None
+            c.register(j)
+            await until(lambda: c.job("batch")["Status"] == "dead", what="batch dead")
+            allocs = c.allocs("batch")
+            assert len(allocs) == 2 and all(a["ClientStatus"] == "complete" for a in allocs)
+            ts = allocs[0]["TaskStates"]["web"]
+            assert ts["State"] == "dead" and not ts["Failed"] and ts["Restarts"] == 0
+            assert c.rt.alloc_log_path(allocs[0]["ID"], "web", "stdout").read_text() == "done\n"
+            c.rt.create_eval(c.job("batch"), "job-register")  # re-evaluating places nothing new
+            await asyncio.sleep(0.3)
+            assert len(c.allocs("batch")) == 2
+        finally:
+            await c.rt.shutdown()
+
+    run(main())
