@@ -61,7 +61,9 @@ def model_readiness(addr: str, models: list[str], timeout_s: float = 1.0) -> dic
     return out
 
 
-def collect(client: NomadClient, job_id: str, models: list[str] | None, all_allocs: bool) -> dict[str, Any]:
+def collect(
+    client: NomadClient, job_id: str, models: list[str] | None, all_allocs: bool, probe_timeout_s: float = 2.0
+) -> dict[str, Any]:
     job = client.job(job_id)
     dep = client.latest_deployment(job_id)
     stubs = client.job_allocations(job_id)
@@ -73,7 +75,11 @@ def collect(client: NomadClient, job_id: str, models: list[str] | None, all_allo
 
     def row(alloc: dict[str, Any]) -> dict[str, Any]:
         addr = alloc_http_address(alloc)
-        ready = model_readiness(addr, models) if addr and alloc.get("ClientStatus") == "running" else {}
+        ready = (
+            model_readiness(addr, models, probe_timeout_s)
+            if addr and alloc.get("ClientStatus") == "running"
+            else {}
+        )
         health = (alloc.get("DeploymentStatus") or {}).get("Healthy")
         return {
             "id": alloc.get("ID"),
@@ -155,13 +161,14 @@ def status(
     job: str = typer.Argument(..., help="Job ID (the spec's name)."),
     model: list[str] = typer.Option([], "--model", help="Model to probe (default: from the job's checks)."),
     all_allocs: bool = typer.Option(False, "--all", help="Include stopped and failed allocations."),
+    probe_timeout: float = typer.Option(2.0, "--probe-timeout", help="Seconds per Triton readiness probe."),
     as_json: bool = JSON_OPT,
     conn: Connection | None = None,
 ) -> None:
     """Show JOB: deployment, allocation health, per-model readiness, nodes and GPUs."""
     assert conn is not None
     with nomad_errors(as_json):
-        data = collect(conn.client, job, model or None, all_allocs)
+        data = collect(conn.client, job, model or None, all_allocs, probe_timeout)
     if as_json:
         emit_json(data)
     else:

@@ -6,6 +6,7 @@ Each test drives the real CLI process against a real devcluster whose raw_exec t
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,12 @@ def test_deploy_happy_path_then_status_scale_stop(devcluster: Devcluster, tmp_pa
     assert alloc["models_ready"] == {"relu_onnx": True}
     assert alloc["http"].startswith("127.0.0.1:")
 
+    watched = run_cli(["watch", "tri-happy", "--timeout", "1500ms", "--json"], devcluster.addr)
+    assert watched.code == 0, watched.text
+    first = json.loads(watched.out.splitlines()[0])
+    assert [a["client_status"] for a in first["allocations"]] == ["running"] and first["index"] > 0
+    assert watched.elapsed < 15
+
     refused = run_cli(["scale", "tri-happy", "5"], devcluster.addr)
     assert refused.code == 2 and "outside group 'triton' scaling bounds [1, 2]" in refused.err, refused.text
     scaled = run_cli(["scale", "tri-happy", "triton", "+0", "--message", "e2e: recorded only", "--json"],
@@ -71,6 +78,14 @@ def test_canary_verified_by_inference_then_promoted(devcluster: Devcluster, tmp_
     assert out["outcome"] == "successful" and group["promoted"] and group["desired_canaries"] == 1
     job = facade(devcluster).job("tri-canary")
     assert job["Version"] == 1 and job["Stable"] is True
+
+    # rollback goes to the last stable version before the current one (version 0) via /revert.
+    back = run_cli(["rollback", "tri-canary", "--json"], devcluster.addr)
+    assert back.code == 0, back.text
+    assert back.json()["from_version"] == 1 and back.json()["to_version"] == 0
+    reverted = facade(devcluster).job("tri-canary")
+    assert reverted["Version"] == 2
+    assert "RELEASE" not in (reverted["TaskGroups"][0]["Tasks"][0].get("Env") or {})
 
 
 def test_broken_command_reports_failure_and_rolls_back(devcluster: Devcluster, tmp_path: Path) -> None:
