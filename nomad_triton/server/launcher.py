@@ -25,8 +25,9 @@ from types import FrameType
 
 from nomad_triton.server.model_repo import RepositoryError, load_repository
 from nomad_triton.server.settings import TRITON_EXIT_TIMEOUT_S, ServerSettings
-from nomad_triton.server.worker import EXIT_BAD_INPUT, EXIT_FAILED, TOKEN_ENV, report
+from nomad_triton.server.worker import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_START_FAILED, TOKEN_ENV, report
 
+START_ATTEMPTS = 3
 KILL_GRACE_S = TRITON_EXIT_TIMEOUT_S + 10.0  # beyond the drain deadline: tritonserver exit + PyTriton cleanup
 
 
@@ -58,8 +59,31 @@ def _kill_group(pgid: int) -> None:
         pass
 
 
+class _Worker:
+    """One worker process plus the pipe whose closing tells it the launcher is gone."""
+
+    def __init__(self, models_dir: Path, settings: ServerSettings, as_json: bool, token: str,
+                 started: float) -> None:
+        read_fd, self.write_fd = os.pipe()
+        cmd = [
+            sys.executable, "-m", "nomad_triton.server.worker", "--models", str(models_dir),
+            "--settings", json.dumps(asdict(settings)), "--parent-fd", str(read_fd), "--started", repr(started),
+        ] + (["--json"] if as_json else [])
+        self.proc = subprocess.Popen(cmd, env=child_env(os.environ, token), pass_fds=(read_fd,),
+                                     start_new_session=True)
+        os.close(read_fd)
+
+    def close(self) -> None:
+        _kill_group(self.proc.pid)  # stubs or tritonserver left by a crashed worker
+        os.close(self.write_fd)
+
+
 def run(models_dir: Path, settings: ServerSettings, as_json: bool = False) -> int:
-    """Validate, start the worker, forward SIGTERM/SIGINT as a drain request, return its exit code."""
+    """Validate, start the worker, forward SIGTERM/SIGINT as a drain request, return its exit code.
+
+    A worker whose tritonserver fails while loading models is restarted (up to START_ATTEMPTS): PyTriton
+    0.7's multi-instance models handshake with a 1 s timeout that a busy host can miss.
+    """
     started = time.monotonic()
     try:
         load_repository(models_dir)  # fast schema check here; imports and ONNX checks in the worker
@@ -68,32 +92,35 @@ def run(models_dir: Path, settings: ServerSettings, as_json: bool = False) -> in
             report(as_json, line)
         return EXIT_BAD_INPUT
     token = os.environ.get(TOKEN_ENV) or secrets.token_urlsafe(32)
-    read_fd, write_fd = os.pipe()
-    cmd = [
-        sys.executable, "-m", "nomad_triton.server.worker", "--models", str(models_dir),
-        "--settings", json.dumps(asdict(settings)), "--parent-fd", str(read_fd), "--started", repr(started),
-    ] + (["--json"] if as_json else [])
-    proc = subprocess.Popen(cmd, env=child_env(os.environ, token), pass_fds=(read_fd,), start_new_session=True)
-    os.close(read_fd)
     deadline: list[float] = []
+    current: list[_Worker] = []
 
     def forward(signum: int, _frame: FrameType | None) -> None:
         if not deadline:
             deadline.append(time.monotonic() + settings.drain_timeout_s + KILL_GRACE_S)
-        proc.send_signal(signal.SIGTERM)
+        if current:
+            current[-1].proc.send_signal(signal.SIGTERM)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, forward)
-    try:
-        while True:
-            try:
-                code = proc.wait(timeout=0.5)
-                break
-            except subprocess.TimeoutExpired:
-                if deadline and time.monotonic() > deadline[0]:
-                    report(as_json, "drain deadline passed; killing the server")
-                    _kill_group(proc.pid)
-    finally:
-        _kill_group(proc.pid)  # stubs or tritonserver left by a crashed worker
-        os.close(write_fd)
+    for attempt in range(1, START_ATTEMPTS + 1):
+        worker = _Worker(models_dir, settings, as_json, token, started)
+        current.append(worker)
+        try:
+            while True:
+                try:
+                    code = worker.proc.wait(timeout=0.5)
+                    break
+                except subprocess.TimeoutExpired:
+                    if deadline and time.monotonic() > deadline[0]:
+                        report(as_json, "drain deadline passed; killing the server")
+                        _kill_group(worker.proc.pid)
+        finally:
+            worker.close()
+        if code != EXIT_START_FAILED or deadline:
+            break
+        if attempt < START_ATTEMPTS:
+            report(as_json, f"tritonserver failed to start (attempt {attempt}/{START_ATTEMPTS}); retrying", "warning")
+    if code == EXIT_START_FAILED:
+        return EXIT_FAILED
     return code if code >= 0 else EXIT_FAILED

@@ -24,6 +24,7 @@ from nomad_triton.server.settings import TRITON_EXIT_TIMEOUT_S, ServerSettings
 LOG = logging.getLogger("nomad_triton.server")
 TOKEN_ENV = "NOMAD_TRITON_ACCESS_TOKEN"
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_START_FAILED = 75  # launcher-internal: tritonserver died while loading models; worth a retry
 
 
 def _watch_parent(fd: int) -> None:
@@ -59,6 +60,45 @@ def report(as_json: bool, message: str, level: str = "error") -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+def _tritonserver_exited(triton: object) -> bool:
+    """True once the tritonserver child was started and has exited (PyTriton 0.7 internals, pinned <0.8)."""
+    server = getattr(triton, "_triton_server", None)
+    return server is not None and getattr(server, "_tritonserver_running_cmd", None) is not None \
+        and not server.is_alive()
+
+
+def _start(triton: object, as_json: bool) -> str | None:
+    """triton.run() on this (main) thread, watched from another.
+
+    run() must stay on the thread that lives as long as the server: PyTriton spawns tritonserver with
+    PR_SET_PDEATHSIG, which fires when the *spawning thread* exits. If tritonserver dies while loading,
+    PyTriton's run() would poll the dead server for 120 s (its stop() waits on the same lock), so the
+    watcher reports and exits the process at once with EXIT_START_FAILED (the launcher may retry).
+    """
+    loaded = threading.Event()
+
+    def watch() -> None:
+        while not loaded.wait(0.2):
+            if _tritonserver_exited(triton):
+                report(as_json, "triton failed to start: tritonserver exited while loading models (log above)")
+                _exit_now(EXIT_START_FAILED)
+
+    threading.Thread(target=watch, daemon=True, name="startup-watch").start()
+    try:
+        triton.run()  # type: ignore[attr-defined]
+    except Exception as exc:  # reported in one line by the caller
+        return f"{type(exc).__name__}: {exc}"
+    finally:
+        loaded.set()
+    return None
+
+
+def _exit_now(code: int) -> None:
+    for stream in (_EVENTS, sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)  # skip non-daemon threads stuck in PyTriton or user model code; the launcher reaps
+
+
 def serve(models_dir: Path, settings: ServerSettings, token: str, as_json: bool, started: float) -> int:
     """Run until SIGTERM/SIGINT, then let tritonserver drain in-flight requests and exit."""
     stop = threading.Event()
@@ -77,12 +117,10 @@ def serve(models_dir: Path, settings: ServerSettings, token: str, as_json: bool,
         return EXIT_BAD_INPUT
     inflight = InFlight()
     triton = build_triton(prepared, settings, token, inflight)
-    try:
-        triton.run()
-    except Exception as exc:  # port in use, tritonserver crash: report in one line, clean up
-        report(as_json, f"triton failed to start: {exc}")
-        triton.stop()
-        return EXIT_FAILED
+    failure = _start(triton, as_json)
+    if failure:
+        report(as_json, f"triton failed to start: {failure}")
+        return EXIT_START_FAILED
     names = [p.model.spec.name for p in prepared]
     _emit(
         as_json, "ready",
@@ -140,7 +178,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    code = main()
-    for stream in (_EVENTS, sys.stdout, sys.stderr):
-        stream.flush()
-    os._exit(code)  # do not wait for non-daemon threads stuck in user model code; the launcher reaps the group
+    _exit_now(main())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -190,3 +191,25 @@ def test_drain_deadline_is_enforced(tmp_path: Path) -> None:
         call.join(timeout=10)
         assert isinstance(results.get("grpc"), Exception)  # cut off, and the client is told so
         assert not [p for p in srv.tree() if alive(p)]
+
+
+def test_port_in_use_fails_fast_after_bounded_retries(tmp_path: Path) -> None:
+    blocker = socket.socket()
+    blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen()
+    try:
+        srv = ServerProcess(_slow_repo(tmp_path), tmp_path / "serve.log")
+        srv.http_port = blocker.getsockname()[1]
+        srv.argv[srv.argv.index("--http-port") + 1] = str(srv.http_port)
+        with srv:
+            t0 = time.monotonic()
+            code = srv.wait(timeout_s=120)
+            took = time.monotonic() - t0
+            log = srv.log()
+    finally:
+        blocker.close()
+    assert code == 1, log[-3000:]
+    assert log.count("error: triton failed to start: tritonserver exited while loading models") == 3, log[-3000:]
+    assert "retrying" in log and "Traceback" not in log
+    assert took < 90, took  # PyTriton alone would poll the dead server for 120 s per attempt
