@@ -126,7 +126,7 @@ def test_cpu_example_renders_idiomatic_hcl() -> None:
     assert unquote_hcl_string(update["healthy_deadline"]) == "2m"
     scaling = group["scaling"][0]
     assert (scaling["min"], scaling["max"], scaling["enabled"]) == (1, 3, True)
-    assert unquote_hcl_string(scaling["policy"][0]["cooldown_down"]) == "1m"
+    assert unquote_hcl_string(scaling["policy"][0]["cooldown_down"]) == "20s"
     tname, task = _only(group["task"])
     assert tname == "server" and unquote_hcl_string(task["driver"]) == "raw_exec"
     config = task["config"][0]
