@@ -56,6 +56,7 @@ class RegisterResult:
     eval_id: str
     job_modify_index: int
     warnings: str
+    eval_create_index: int  # where an event stream must start so that nothing of this eval is missed
     raw: dict[str, Any] = field(repr=False)
 
 
@@ -214,6 +215,7 @@ class NomadClient:
             eval_id=raw.get("EvalID", ""),
             job_modify_index=int(raw.get("JobModifyIndex") or 0),
             warnings=raw.get("Warnings") or "",
+            eval_create_index=int(raw.get("EvalCreateIndex") or raw.get("Index") or 0),
             raw=raw,
         )
 

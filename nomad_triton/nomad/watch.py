@@ -64,6 +64,7 @@ class DeploymentState:
     job_version: int
     groups: dict[str, GroupProgress]
     modify_index: int = 0
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_api(cls, dep: dict[str, Any]) -> DeploymentState:
@@ -88,6 +89,7 @@ class DeploymentState:
             job_version=int(dep.get("JobVersion") or 0),
             groups=groups,
             modify_index=int(dep.get("ModifyIndex") or 0),
+            raw=dep,
         )
 
     @property
@@ -128,6 +130,7 @@ class WatchResult:
     failed_tg_allocs: dict[str, Any] = field(default_factory=dict)
     rollback_version: int | None = None
     finished_at: float = 0.0  # time.monotonic() when the end was observed
+    finished_wall: float = 0.0  # time.time() of the same moment (to compare with server timestamps)
     requests: int = 0  # HTTP requests made while waiting
 
 
@@ -175,14 +178,35 @@ class DeploymentWatcher:
 
     # -------------------------------------------------------------- public
 
-    def run(self, eval_id: str) -> WatchResult:
-        """Wait for the evaluation, then the deployment it created, until an outcome or the deadline."""
+    def run(self, eval_id: str, start_index: int = 0) -> WatchResult:
+        """Wait for the evaluation, then the deployment it created, until an outcome or the deadline.
+
+        With `start_index` (the register reply's EvalCreateIndex) everything — evaluation updates
+        and deployment changes — comes over ONE event stream opened at that index, so nothing can
+        be missed and waiting costs a single request. If the stream is unavailable or drops, the
+        wait continues with blocking queries.
+        """
         try:
+            if start_index:
+                try:
+                    return self._run_stream(eval_id, start_index)
+                except _StreamFailed:
+                    pass  # fall back below; blocking queries re-read the current state first
             evaluation = self._await_evaluation(eval_id)
+            if evaluation is None:
+                return self._result(
+                    Outcome.TIMEOUT, f"evaluation {eval_id[:8]} still pending at the deadline"
+                )
+            ended = self._eval_outcome(evaluation)
+            if ended is not None:
+                return ended
+            return self.follow(evaluation["DeploymentID"], evaluation=evaluation)
         except _Lost as lost:
             return self._result(Outcome.LOST, str(lost))
-        if evaluation is None:
-            return self._result(Outcome.TIMEOUT, f"evaluation {eval_id[:8]} still pending at the deadline")
+
+    def _eval_outcome(self, evaluation: dict[str, Any]) -> WatchResult | None:
+        """The result a terminal evaluation decides by itself (None: follow its deployment)."""
+        eval_id = evaluation.get("ID", "")
         failed = evaluation.get("FailedTGAllocs") or {}
         if evaluation.get("Status") in ("failed", "canceled"):
             return self._result(
@@ -197,10 +221,52 @@ class DeploymentWatcher:
                 evaluation=evaluation,
                 failed_tg_allocs=failed,
             )
-        dep_id = evaluation.get("DeploymentID") or ""
-        if not dep_id:
+        if not evaluation.get("DeploymentID"):
             return self._result(Outcome.NO_DEPLOYMENT, "no deployment was needed", evaluation=evaluation)
-        return self.follow(dep_id, evaluation=evaluation)
+        return None
+
+    def _run_stream(self, eval_id: str, start_index: int) -> WatchResult:
+        """Evaluation and deployment from one event stream opened at the evaluation's create index."""
+        topics = [f"Evaluation:{self.job_id}", f"Deployment:{self.job_id}", f"Allocation:{self.job_id}"]
+        evaluation: dict[str, Any] | None = None
+        dep_id = ""
+        seen: dict[str, dict[str, Any]] = {}  # latest payload of each deployment of this job
+        frames = self.client.events(topics, index=start_index, deadline=self.deadline)
+        while True:
+            try:
+                frame = next(frames)
+            except StopIteration:
+                break
+            except errors.NomadError as exc:  # only stream failures: promotion errors propagate
+                raise _StreamFailed(str(exc)) from None
+            for event in frame.get("Events") or []:
+                payload = event.get("Payload") or {}
+                if event.get("Topic") == "Evaluation":
+                    ev = payload.get("Evaluation") or {}
+                    if ev.get("ID") != eval_id or ev.get("Status") not in EVAL_TERMINAL or dep_id:
+                        continue
+                    evaluation = ev
+                    ended = self._eval_outcome(ev)
+                    if ended is not None:
+                        return ended
+                    dep_id = ev["DeploymentID"]
+                    dep = seen.get(dep_id)
+                    if dep is None:  # created before our index: read it once
+                        dep = self._read_deployment(dep_id, 0)[0].raw
+                    done = self._step(DeploymentState.from_api(dep), evaluation)
+                    if done:
+                        return done
+                elif event.get("Topic") == "Deployment":
+                    dep = payload.get("Deployment") or {}
+                    seen[dep.get("ID", "")] = dep
+                    if dep_id and dep.get("ID") == dep_id:
+                        done = self._step(DeploymentState.from_api(dep), evaluation)
+                        if done:
+                            return done
+        what = (
+            f"deployment {dep_id[:8]} still running" if dep_id else f"evaluation {eval_id[:8]} still pending"
+        )
+        return self._result(Outcome.TIMEOUT, f"{what} at the deadline", evaluation=evaluation)
 
     def follow(self, deployment_id: str, evaluation: dict[str, Any] | None = None) -> WatchResult:
         """Follow an existing deployment to its end (also used by `watch` and after a promote)."""
@@ -225,6 +291,7 @@ class DeploymentWatcher:
             outcome=outcome,
             message=message,
             finished_at=time.monotonic(),
+            finished_wall=time.time(),
             requests=self.client.request_count - self._start_requests,
             **kw,
         )
@@ -333,6 +400,10 @@ class DeploymentWatcher:
                 if event.get("Topic") == "Deployment" and dep and dep.get("ID") == dep_id:
                     return DeploymentState.from_api(dep), max(index, int(event.get("Index") or 0))
         return None, index
+
+
+class _StreamFailed(Exception):
+    """Internal: the event stream could not be opened or dropped; continue with blocking queries."""
 
 
 class _Lost(Exception):

@@ -111,3 +111,30 @@ def test_unreachable_mid_watch_is_reported_after_grace(fake_nomad) -> None:
     res = w.run("e1")
     assert res.outcome is Outcome.LOST and "lost contact" in res.message
     assert time.monotonic() - t0 < 5
+
+
+def test_one_stream_from_eval_create_index_covers_eval_and_deployment(fake_nomad) -> None:
+    import json
+
+    def frame(index: int, topic: str, payload: dict) -> str:
+        return json.dumps({"Index": index, "Events": [{"Topic": topic, "Index": index, "Payload": payload}]}) + "\n"
+
+    def stream(_req):
+        def gen():
+            yield frame(8, "Evaluation", {"Evaluation": {"ID": "e1", "Status": "pending"}})
+            yield frame(9, "Deployment", {"Deployment": dep("running", 0, 9)})
+            yield frame(10, "Evaluation", {"Evaluation": EVAL})
+            yield frame(12, "Deployment", {"Deployment": dep("successful", 1, 12)})
+            while True:
+                time.sleep(0.1)
+                yield "{}\n"
+        return 200, {}, gen()
+
+    fake_nomad.routes[("GET", "/v1/event/stream")] = stream
+    seen = []
+    w = make(fake_nomad, on_progress=lambda s: seen.append(s.status))
+    res = w.run("e1", start_index=8)
+    assert res.outcome is Outcome.SUCCESSFUL and seen == ["running", "successful"]
+    assert res.requests == 1  # the whole wait was one request
+    req = fake_nomad.seen[0]
+    assert req.query["index"] == ["8"] and "Evaluation:web" in req.query["topic"]
