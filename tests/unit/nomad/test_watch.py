@@ -138,3 +138,11 @@ def test_one_stream_from_eval_create_index_covers_eval_and_deployment(fake_nomad
     assert res.requests == 1  # the whole wait was one request
     req = fake_nomad.seen[0]
     assert req.query["index"] == ["8"] and "Evaluation:web" in req.query["topic"]
+
+
+def test_stream_unavailable_with_start_index_falls_back_to_blocking(fake_nomad) -> None:
+    fake_nomad.on("GET", "/v1/evaluation/e1", 200, EVAL, {"X-Nomad-Index": "10"})
+    fake_nomad.on("GET", "/v1/deployment/d1", 200, dep("successful", 1, 11), {"X-Nomad-Index": "11"})
+    res = make(fake_nomad).run("e1", start_index=8)  # no stream route: 404, then blocking queries
+    assert res.outcome is Outcome.SUCCESSFUL
+    assert [r.path for r in fake_nomad.seen] == ["/v1/event/stream", "/v1/evaluation/e1", "/v1/deployment/d1"]
