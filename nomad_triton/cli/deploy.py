@@ -56,8 +56,15 @@ class ProgressView:
         self.title = title
         self.t0 = time.monotonic()
         self.live: Live | None = None
+        self.state: DeploymentState | None = None
         if not as_json and sys.stdout.isatty():
-            self.live = Live(self._table(None), console=Console(), refresh_per_second=4, transient=False)
+            # get_renderable: the table (and its elapsed time) is rebuilt on every refresh.
+            self.live = Live(
+                console=Console(),
+                refresh_per_second=4,
+                transient=False,
+                get_renderable=lambda: self._table(self.state),
+            )
 
     def __enter__(self) -> ProgressView:
         if self.live:
@@ -90,8 +97,9 @@ class ProgressView:
     def update(self, state: DeploymentState) -> None:
         if self.as_json:
             return
+        self.state = state
         if self.live:
-            self.live.update(self._table(state))
+            self.live.refresh()
         else:
             elapsed = time.monotonic() - self.t0
             typer.echo(f"[{elapsed:5.1f}s] deployment {state.id[:8]} {state.status}: {state.summary()}")
