@@ -8,6 +8,7 @@ short timeouts so a hung allocation costs at most a second, never the whole comm
 from __future__ import annotations
 
 import re
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -117,7 +118,8 @@ def _yn(value: bool | None) -> str:
 
 
 def print_status(data: dict[str, Any]) -> None:
-    console = Console()
+    # Piped output (scripts, CI logs) gets full IDs and addresses instead of 80-column ellipses.
+    console = Console() if sys.stdout.isatty() else Console(width=200)
     job, dep = data["job"], data["deployment"]
     console.print(
         f"Job {job['id']}: {job['status']}, version {job['version']} (stable {_yn(job['stable'])}), "
