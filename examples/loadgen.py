@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 import tritonclient.http.aio as triton_http
-from tritonclient.utils import InferenceServerException, triton_to_np_dtype
+from tritonclient.utils import triton_to_np_dtype
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "": 1.0}
 _PHASE = re.compile(r"^\s*(\d+(?:\.\d+)?)(ms|s|m|)\s*@\s*(\d+(?:\.\d+)?)\s*(?:rps|/s)?\s*$")
@@ -145,7 +145,7 @@ async def _inputs(targets: Targets, model: str) -> list[triton_http.InferInput]:
             break
         try:
             meta = await picked[1].get_model_metadata(model)
-        except (InferenceServerException, OSError, asyncio.TimeoutError) as exc:
+        except Exception as exc:  # noqa: BLE001 - refused, timed out, not ready: try the next target
             last = exc
             continue
         rng = np.random.default_rng(0)
