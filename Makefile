@@ -28,6 +28,10 @@ test-unit: venv
 test-e2e: venv
 	$(PY) -m pytest -q -p no:cacheprovider tests/e2e
 
+# `make demo`: devcluster up, deploy the CPU example on real PyTriton, infer, scale to 2, status.
+demo: venv
+	bash examples/demo.sh
+
 # `make bench` runs all of bench/p*_*.py; `make bench ONLY=p6` runs one.
 bench: venv
 	$(PY) bench/run_all.py $(ONLY)
