@@ -170,3 +170,42 @@ def kill_cli(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         os.killpg(proc.pid, 9)
         proc.wait(timeout=10)
+
+
+TINY_SERVER = (
+    "import http.server, os\n"
+    "class H(http.server.BaseHTTPRequestHandler):\n"
+    "    def do_GET(self):\n"
+    "        self.send_response(200); self.send_header('Content-Length', '0'); self.end_headers()\n"
+    "    def log_message(self, *a): pass\n"
+    "http.server.ThreadingHTTPServer(('127.0.0.1', int(os.environ['NOMAD_PORT_http'])), H).serve_forever()\n"
+)
+
+
+def http_spec(tmp: Path, name: str, *, extra: str = "") -> Path:
+    """A spec whose task is a tiny HTTP server answering 200 everywhere: healthy in about a second."""
+    repo = model_repo(tmp)
+    path = tmp / f"{name}.toml"
+    path.write_text(f'''
+name = "{name}"
+
+[driver]
+type = "raw_exec"
+command = {json.dumps(sys.executable)}
+args = ["-c", {json.dumps(TINY_SERVER)}]
+
+[model_repository]
+path = "{repo}"
+models = ["relu_onnx"]
+
+[resources]
+cpu = 100
+memory = 64
+
+[rollout]
+min_healthy_time = "2s"
+healthy_deadline = "30s"
+progress_deadline = "60s"
+{extra}
+''')
+    return path

@@ -12,7 +12,7 @@ import pytest
 
 from nomad_triton.nomad import errors
 from nomad_triton.nomad.client import NomadClient
-from tests.e2e.cli_helpers import kill_cli, run_cli, sleep_spec, start_cli, stop_cli, wait_for_text
+from tests.e2e.cli_helpers import http_spec, kill_cli, run_cli, sleep_spec, start_cli, stop_cli, wait_for_text
 from tests.e2e.conftest import Devcluster, StartFn
 
 pytestmark = pytest.mark.e2e
@@ -113,6 +113,29 @@ def test_stale_job_modify_index_is_a_conflict(devcluster: Devcluster, tmp_path: 
         client.register(job_b, enforce_index=True, job_modify_index=plan_b.job_modify_index)
     assert client.job("race")["Meta"] == {"v": "a"}
     client.deregister("race", purge=True)
+
+
+def test_two_concurrent_deploys_one_wins_the_other_fails_clearly(devcluster: Devcluster, tmp_path: Path) -> None:
+    """Both start at once: either the loser's register is refused (EnforceIndex) or its rollout is
+    superseded by the winner's newer version. Either way exactly one succeeds, the other exits 1."""
+    spec = http_spec(tmp_path, "concurrent")
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    procs = [
+        start_cli(["deploy", str(spec), "--set", f"env.RELEASE={tag}", "--timeout", "90s"], devcluster.addr, log)
+        for tag, log in zip(("a", "b"), logs, strict=True)
+    ]
+    try:
+        codes = [stop_cli(p, 120) for p in procs]
+    finally:
+        for p in procs:
+            kill_cli(p)
+    texts = [log.read_text() for log in logs]
+    assert sorted(codes) == [0, 1], texts
+    loser = texts[codes.index(1)]
+    assert ("Enforcing job modify index" in loser and "plan again" in loser) or (
+        "deployment cancelled: Cancelled due to newer version of job" in loser
+    ), loser
+    assert "Traceback" not in "".join(texts)
 
 
 def test_second_deploy_supersedes_the_first_which_exits_1(devcluster: Devcluster, tmp_path: Path) -> None:
