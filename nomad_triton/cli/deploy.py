@@ -122,12 +122,19 @@ def make_promoter(conn: Connection, spec: DeploymentSpec, view: ProgressView, re
         record["canary_checks"] = [c.__dict__ for c in checks]
         for c in checks:
             view.note(f"canary {c.alloc_id[:8]} at {c.url or '?'}: {'ok' if c.ok else 'FAILED'}: {c.detail}")
-        if checks and all(c.ok for c in checks):
-            conn.client.promote(state.id)
-            view.note(f"promoted deployment {state.id[:8]}")
-        else:
-            view.note(f"canary verification failed: failing deployment {state.id[:8]}")
-            conn.client.fail_deployment(state.id)
+        try:
+            if checks and all(c.ok for c in checks):
+                conn.client.promote(state.id)
+                view.note(f"promoted deployment {state.id[:8]}")
+            else:
+                view.note(f"canary verification failed: failing deployment {state.id[:8]}")
+                conn.client.fail_deployment(state.id)
+        except errors.NomadError as exc:
+            if isinstance(exc, errors.Unreachable | errors.PermissionDenied):
+                raise
+            # e.g. Nomad's own auto_promote got there first, or the deployment just ended: the
+            # watcher reports the deployment's real outcome, so note it and keep following.
+            view.note(f"{'promote' if checks and all(c.ok for c in checks) else 'fail'} refused: {exc}")
 
     return promote
 
