@@ -14,7 +14,8 @@ NOMAD_TOKEN) every `--refresh` seconds, so replicas added by the autoscaler get 
 Inputs are random tensors built from the model's metadata (batch size 1).
 
 Output: one line per phase (sent, ok, errors, dropped, achieved rate, latency p50/p95/p99 in ms);
-`--json` makes every line a JSON object and adds a final summary. SIGTERM/SIGINT end the current
+`--json` makes every line a JSON object, adds a `phase_start` line (wall-clock `ts`) as each phase
+begins and a final summary. SIGTERM/SIGINT end the current
 phase early and still print the report (exit 0). Exit 2 on bad arguments, 1 if the model's
 metadata cannot be read from any target.
 """
@@ -191,6 +192,9 @@ async def run(phases: list[Phase], targets: Targets, model: str, concurrency: in
     for i, phase in enumerate(phases):
         st = PhaseStats(i, phase.rate, phase.duration_s)
         start = time.monotonic()
+        if as_json:  # lets a harness time its measurements from the moment the load changed
+            print(json.dumps({"event": "phase_start", "phase": i, "target_rps": phase.rate, "ts": time.time()}),
+                  flush=True)
         end = start + phase.duration_s
         n = 0
         while not stop.is_set():

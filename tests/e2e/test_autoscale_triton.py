@@ -123,7 +123,8 @@ def stop_loadgen(proc: subprocess.Popen, log: Path) -> dict[str, Any]:
     os.killpg(proc.pid, signal.SIGTERM)
     assert stop_cli(proc, 20) == 0, log.read_text()
     lines = [json.loads(x) for x in log.read_text().splitlines() if x.startswith("{")]
-    return {"phase": lines[0], "summary": lines[-1]}
+    phases = [x for x in lines if "event" not in x and "summary" not in x]
+    return {"phase": phases[0], "summary": lines[-1]}
 
 
 class Recorder(Controller):
