@@ -17,6 +17,7 @@ subject. Everything binds 127.0.0.1; devcluster and its tasks are stopped at the
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -138,6 +139,7 @@ def main() -> int:
             previous = dep_id
     finally:
         launcher.stop(tmp / "dc", timeout_s=20)
+        shutil.rmtree(tmp, ignore_errors=True)
 
     print(f"deploys: {ROUNDS} (each a new job version, followed to 'successful'; wait median "
           f"{statistics.median(waits):.2f} s)")
