@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from nomad_triton.server.model_repo import RepositoryError, load_repository
+from nomad_triton.server.procs import alive
 from nomad_triton.server.settings import TRITON_EXIT_TIMEOUT_S, ServerSettings
 
 LOG = logging.getLogger("nomad_triton.server")
@@ -61,10 +62,15 @@ def report(as_json: bool, message: str, level: str = "error") -> None:
 
 
 def _tritonserver_exited(triton: object) -> bool:
-    """True once the tritonserver child was started and has exited (PyTriton 0.7 internals, pinned <0.8)."""
+    """True once the tritonserver child was started and is gone or a zombie.
+
+    Reads the pid from PyTriton 0.7 internals (pinned <0.8) and checks /proc, never sh's is_alive():
+    that would run PyTriton's exit callback on this thread, which blocks on the lock run() holds.
+    """
     server = getattr(triton, "_triton_server", None)
-    return server is not None and getattr(server, "_tritonserver_running_cmd", None) is not None \
-        and not server.is_alive()
+    cmd = getattr(server, "_tritonserver_running_cmd", None)
+    pid = getattr(cmd, "pid", None)
+    return isinstance(pid, int) and not alive(pid)
 
 
 def _start(triton: object, as_json: bool) -> str | None:
