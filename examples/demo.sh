@@ -27,11 +27,10 @@ step "Inference through Triton's HTTP API (address from Nomad's service registry
 python examples/infer.py --service "$JOB" --model mlp
 python examples/infer.py --service "$JOB" --model relu_onnx
 
-step "Scaling group to 2 (recorded as a Nomad scaling event)"
-nomad-triton scale "$JOB" 2 --message "make demo: scale to 2"
+step "Scaling to 2 (a Nomad scaling event) and following the rollout until healthy"
+nomad-triton scale "$JOB" 2 --message "make demo: scale to 2" --timeout 3m
 
-step "Waiting for the second allocation, then status"
-nomad-triton watch "$JOB" --until-healthy 2 --timeout 120 >/dev/null 2>&1 || true
+step "Status: deployment, allocation health, per-model readiness"
 nomad-triton status "$JOB"
 
 cat <<MSG

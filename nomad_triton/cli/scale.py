@@ -1,21 +1,29 @@
 """`nomad-triton scale JOB [GROUP] COUNT|+N|-N [--message] [--force]`.
 
 Why through Nomad's scale API (not re-registering the job): the count change and its message are
-recorded as a scaling event on the job (visible in `GET /v1/job/:id/scale`), the job version is
-not bumped, and the group's scaling bounds (the job's `scaling` block) are respected unless the
-operator explicitly says --force.
+recorded as a scaling event on the job (visible in `GET /v1/job/:id/scale`), and the group's
+scaling bounds (the job's `scaling` block) are respected unless the operator explicitly says
+--force.
+
+Like `nomad job scale`, it follows the deployment the change starts until it ends (bounded by
+--timeout) and exits with deploy's codes, so "scaled" means "the new allocations are healthy";
+--detach returns as soon as Nomad accepted the change.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 import typer
 
-from nomad_triton.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, JSON_OPT, emit_json, fail
+from nomad_triton.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, JSON_OPT, emit_json, fail
 from nomad_triton.cli.connection import Connection, nomad_errors, with_connection
+from nomad_triton.cli.deploy import EXIT_BY_OUTCOME, ProgressView
 from nomad_triton.nomad import errors
+from nomad_triton.nomad.watch import DeploymentWatcher
+from nomad_triton.spec import parse_duration
 
 COUNT_RE = re.compile(r"^([+-]?)(\d+)$")
 
@@ -64,6 +72,8 @@ def scale(
         "scaled by nomad-triton", "--message", "-m", help="Recorded in the scaling event."
     ),
     force: bool = typer.Option(False, "--force", help="Allow a count outside the group's scaling bounds."),
+    detach: bool = typer.Option(False, "--detach", help="Return once Nomad accepted the change; do not wait."),
+    timeout: str = typer.Option("10m", "--timeout", help="Give up waiting for the rollout after this long."),
     as_json: bool = JSON_OPT,
     conn: Connection | None = None,
 ) -> None:
@@ -72,6 +82,13 @@ def scale(
     if len(args) not in (1, 2):
         fail("expected [GROUP] COUNT", EXIT_BAD_INPUT, as_json)
     group_arg, expr = (None, args[0]) if len(args) == 1 else (args[0], args[1])
+    try:
+        wait_s = parse_duration(timeout).total_seconds()
+    except ValueError as exc:
+        fail(f"--timeout: {exc}", EXIT_BAD_INPUT, as_json)
+    if wait_s <= 0:
+        fail("--timeout: must be positive", EXIT_BAD_INPUT, as_json)
+    deadline = time.monotonic() + wait_s
     with nomad_errors(as_json):
         job_obj = conn.client.job(job)
         try:
@@ -93,19 +110,36 @@ def scale(
             reply = conn.client.scale(job, group, count, message, meta={"previous": current, "forced": force})
         except errors.ScalingBlocked as exc:
             fail(f"{exc} (wait for it to finish, or fail it)", EXIT_FAILED, as_json)
+    record: dict[str, Any] = {
+        "job": job,
+        "group": group,
+        "previous": current,
+        "count": count,
+        "eval_id": reply.get("EvalID"),
+        "message": message,
+    }
+    eval_id = str(reply.get("EvalID") or "")
+    if detach or not eval_id:
+        record.update(outcome="accepted", exit_code=EXIT_OK)
+        if as_json:
+            emit_json(record)
+        else:
+            typer.echo(f"{job}/{group}: {current} -> {count} (evaluation {eval_id[:8]})")
+        return
+    if not as_json:
+        typer.echo(f"{job}/{group}: {current} -> {count} (evaluation {eval_id[:8]}); following the rollout")
+    view = ProgressView(as_json, f"scale {job}/{group}")
+    watcher = DeploymentWatcher(conn.client, job, deadline=deadline, on_progress=view.update)
+    with view, nomad_errors(as_json):
+        res = watcher.run(eval_id, int(reply.get("EvalCreateIndex") or 0))
+    code = EXIT_BY_OUTCOME.get(res.outcome, EXIT_FAILED)
+    record.update(outcome=res.outcome.value, detail=res.message, exit_code=code)
     if as_json:
-        emit_json(
-            {
-                "job": job,
-                "group": group,
-                "previous": current,
-                "count": count,
-                "eval_id": reply.get("EvalID"),
-                "message": message,
-            }
-        )
+        emit_json(record)
     else:
-        typer.echo(f"{job}/{group}: {current} -> {count} (evaluation {str(reply.get('EvalID', ''))[:8]})")
+        typer.echo(f"{job}/{group}: {res.outcome.value}: {res.message}", err=code != EXIT_OK)
+    if code != EXIT_OK:
+        raise typer.Exit(code)
 
 
 def register(app: typer.Typer) -> None:

@@ -51,12 +51,19 @@ def test_deploy_happy_path_then_status_scale_stop(devcluster: Devcluster, tmp_pa
 
     refused = run_cli(["scale", "tri-happy", "5"], devcluster.addr)
     assert refused.code == 2 and "outside group 'triton' scaling bounds [1, 2]" in refused.err, refused.text
-    scaled = run_cli(["scale", "tri-happy", "triton", "+0", "--message", "e2e: recorded only", "--json"],
+    # Like `nomad job scale`, scale follows the rollout it starts: exit 0 means both are healthy.
+    grown = run_cli(["scale", "tri-happy", "+1", "--timeout", "120s", "--json"], devcluster.addr)
+    assert grown.code == 0, grown.text
+    assert grown.json()["count"] == 2 and grown.json()["outcome"] == "successful", grown.text
+    healthy = [a for a in facade(devcluster).job_allocations("tri-happy")
+               if a["ClientStatus"] == "running" and (a.get("DeploymentStatus") or {}).get("Healthy")]
+    assert len(healthy) == 2, healthy
+    scaled = run_cli(["scale", "tri-happy", "triton", "-1", "--message", "e2e: back to one", "--json"],
                      devcluster.addr)
     assert scaled.code == 0, scaled.text
     assert scaled.json()["count"] == 1
     events = facade(devcluster).scale_status("tri-happy")["TaskGroups"]["triton"]["Events"]
-    assert any(e.get("Message") == "e2e: recorded only" for e in events), events
+    assert any(e.get("Message") == "e2e: back to one" for e in events), events
 
     stopped = run_cli(["stop", "tri-happy", "--purge"], devcluster.addr)
     assert stopped.code == 0, stopped.text
