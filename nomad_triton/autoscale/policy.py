@@ -238,8 +238,13 @@ def decide(
 
     # Scale-in recommendation, remembered over the stabilisation window (highest wins).
     down_rec = max(cfg.min_count, math.ceil(sig.demand / (target * (1 - cfg.band)) - 1e-9))
-    recs = tuple(r for r in state.recommendations if r[0] > now - cfg.down_stabilization_s) + ((now, down_rec),)
-    st = replace(state, recommendations=recs)
+    past = tuple(r for r in state.recommendations if r[0] > now - cfg.down_stabilization_s)
+    recs = past + ((now, down_rec),)
+    # Demand measured on part of the group is a floor, not an estimate: remembered, it may only
+    # hold the count (recorded lower, it would scale in as soon as the missing replica is back).
+    # This evaluation still sees it, so its reason names what blocks the scale-in.
+    partial = bool(sig.unreachable or sig.no_data or sig.reset or not settled)
+    st = replace(state, recommendations=past + ((now, max(down_rec, n) if partial else down_rec),))
 
     fast_active = st.fast_until is not None and now < st.fast_until
     if triggers and up_rec > n:
@@ -252,7 +257,9 @@ def decide(
         return out(new, "up", ("fast path: " if fast else "") + ", ".join(triggers), st, fast)
 
     stable_rec = max(r for _, r in recs)
-    if stable_rec >= n:
+    # On partial data that alone would scale in, say what blocks it (partial data always has a
+    # blocker below) rather than the held recommendations' "within band".
+    if stable_rec >= n and not (partial and down_rec < n):
         return out(None, "none", f"within band (load {load_ratio:.2f}x target)", st)
     blockers = []
     if sig.unreachable:

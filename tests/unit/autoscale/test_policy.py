@@ -189,3 +189,33 @@ def test_config_from_deployment_spec_scaling_section() -> None:
     assert (cfg.min_count, cfg.max_count, cfg.interval_s, cfg.window_s) == (2, 9, 1.0, 3.0)
     assert (cfg.up_cooldown_s, cfg.down_cooldown_s, cfg.band, cfg.latency_slo_ms) == (3.0, 20.0, 0.15, 80)
     assert cfg.drain_s == ScalingPolicyConfig().drain_s  # the spec's drain is the allocation's, not ours
+
+
+def test_recommendations_made_while_a_replica_is_missing_never_lower_the_count() -> None:
+    """Found on real PyTriton (tests/e2e/test_autoscale_triton.py): while one of two replicas was
+    down, the survivor's load alone recommended 1 replica; scale-in was blocked, but those partial
+    recommendations filled the stabilisation window, so the first round with the restarted replica
+    back (its first, warm-up rate still low) scaled in. Partial data must only ever hold the count."""
+    cfg = ScalingPolicyConfig(min_count=1, max_count=3, down_cooldown_s=3, down_stabilization_s=3, fast_hold_s=2)
+    state = PolicyState(desired=2, last_up_at=LONG_AGO)
+    history: list[Observation] = []
+    t = NOW
+    for _ in range(10):  # 5 s: a0 carries its share, a1 crashed and restarting
+        t += 0.5
+        history += [obs("a0", util=0.47, ts=t), obs("a1", reachable=False, ts=t)]
+        d = decide(history, state, cfg, t)
+        assert d.direction != "down" and "unreachable" in d.reason, d.reason
+        state = d.state
+    t += 0.5
+    history += [obs("a0", util=0.47, ts=t), obs("a1", util=0.1, ts=t)]  # back, first rate from warm-up
+    d = decide(history, state, cfg, t)
+    assert d.direction == "none", d.reason
+    state = d.state
+    for _ in range(8):  # a full stabilisation window of complete, low data: now it may scale in
+        t += 0.5
+        history += [obs("a0", util=0.2, ts=t), obs("a1", util=0.2, ts=t)]
+        d = decide(history, state, cfg, t)
+        state = d.state
+        if d.direction == "down":
+            break
+    assert d.direction == "down" and d.new_count == 1, d.reason
