@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from nomad_triton.devcluster.errors import ApiError
 from nomad_triton.devcluster.feasibility import alloc_is_terminal
+from nomad_triton.devcluster.scheduler import same_registration
 
 if TYPE_CHECKING:  # pragma: no cover
     from nomad_triton.devcluster.runtime import Runtime
@@ -177,7 +178,7 @@ class DeploymentWatcher:
                 self.promote(dep["ID"], None)
             return
         job = self.store.get("jobs", (dep["Namespace"], dep["JobID"])) or {}
-        if job.get("Version") != dep.get("JobVersion"):
+        if job.get("Version") != dep.get("JobVersion") or not same_registration(dep.get("JobCreateIndex"), job):
             return
         if not self.try_complete(dep):
             self.rt.create_eval(job, "deployment-watcher", deployment_id=dep["ID"])

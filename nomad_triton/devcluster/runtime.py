@@ -227,7 +227,8 @@ class Runtime:
             if job is None or job.get("Stop"):
                 self.watcher.cancel(dep, DESC_STOPPED_JOB)
                 dep = self.store.get("deployments", dep["ID"])
-            elif dep.get("JobVersion") != job.get("Version"):
+            elif dep.get("JobVersion") != job.get("Version") \
+                    or not sched.same_registration(dep.get("JobCreateIndex"), job):
                 self.watcher.cancel(dep, DESC_NEWER_JOB)
                 dep = self.store.get("deployments", dep["ID"])
         plan = sched.compute_plan(job, self._nodes(), self.store.list("allocs"), dep, job_id=job_id,
@@ -236,7 +237,7 @@ class Runtime:
             dep = new_deployment(job, plan.desired_canaries, time.time())
             self.watcher.write(dep)
         cur_dep = dep if dep is not None and job is not None and dep.get("JobVersion") == job.get("Version") \
-            and dep.get("Status") in ACTIVE else None
+            and sched.same_registration(dep.get("JobCreateIndex"), job) and dep.get("Status") in ACTIVE else None
         self._apply(ev, job, plan, cur_dep)
         # the evaluation's outcome
         ev = copy.deepcopy(self.store.get("evals", ev["ID"]) or ev)
@@ -537,6 +538,7 @@ class Runtime:
         if existing is None:
             job["Version"] = 0
         else:
+            job["CreateIndex"] = existing.get("CreateIndex", 0)
             job.setdefault("Stop", False)  # the register handler defaults it; not a change
             same = {k: v for k, v in existing.items() if k not in SERVER_FIELDS} == \
                 {k: v for k, v in job.items() if k not in SERVER_FIELDS}

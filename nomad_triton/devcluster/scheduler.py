@@ -58,9 +58,16 @@ class SchedulePlan:
     desired_canaries: dict[str, int] = field(default_factory=dict)
 
 
+def same_registration(create_index: Any, job: dict[str, Any]) -> bool:
+    """False for objects of an earlier instance of a job ID (purged, then registered again):
+    Nomad's scheduler and reconciler compare Job.CreateIndex / JobCreateIndex for that."""
+    return not create_index or not job.get("CreateIndex") or create_index == job.get("CreateIndex")
+
+
 def _job_allocs(job: dict[str, Any], allocs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ns = job.get("Namespace", "default")
-    return [a for a in allocs if a.get("JobID") == job["ID"] and a.get("Namespace", "default") == ns]
+    return [a for a in allocs if a.get("JobID") == job["ID"] and a.get("Namespace", "default") == ns
+            and same_registration((a.get("Job") or {}).get("CreateIndex"), job)]
 
 
 def make_port_picker(rng: random.Random, port_ok: Callable[[int], bool]) -> Callable[[set[int]], int | None]:
@@ -109,7 +116,8 @@ def compute_plan(
                       if a.get("DesiredStatus") == "run" and not fz.alloc_is_terminal(a)]
         return plan
     mine = _job_allocs(job, allocs)
-    dep = deployment if deployment and deployment.get("JobVersion") == job.get("Version") else None
+    dep = deployment if deployment and deployment.get("JobVersion") == job.get("Version") \
+        and same_registration(deployment.get("JobCreateIndex"), job) else None
     names = {tg["Name"] for tg in job.get("TaskGroups") or []}
     # groups removed from the job: stop their allocs
     for a in mine:

@@ -16,6 +16,7 @@ from .jobs_logic import (
     enforce_index,
     get_job,
     job_allocs,
+    job_deployments,
     job_stub,
     job_summary,
     latest_deployment,
@@ -51,6 +52,12 @@ class _Jobspec:
         from ..jobdiff import diff_jobs
 
         return diff_jobs(old, new)
+
+    @staticmethod
+    def annotate_diff(diff: dict[str, Any], desired_tg_updates: dict[str, Any] | None) -> dict[str, Any]:
+        from ..jobdiff import annotate_diff
+
+        return annotate_diff(diff, desired_tg_updates)
 
 
 def _hcl() -> type[_Jobspec]:
@@ -216,12 +223,18 @@ async def plan(request: Request) -> Response:
     if ctx.runtime is None:
         raise ApiError(500, "plan unavailable: devcluster runtime not running")
     result = dict(ctx.runtime.plan(copy.deepcopy(job)))
+    diff = None
+    if body.get("Diff"):
+        # Nomad's Job.Plan runs scheduler.Annotate over the diff: group `Updates` come from the
+        # plan's DesiredTGUpdates ("create", "in-place update", "create/destroy update", ...).
+        diff = _hcl().annotate_diff(_hcl().diff_jobs(existing, job),
+                                    (result.get("Annotations") or {}).get("DesiredTGUpdates"))
     out: dict[str, Any] = {
         "Annotations": result.get("Annotations"),
         "FailedTGAllocs": result.get("FailedTGAllocs"),
         "JobModifyIndex": existing.get("JobModifyIndex", 0) if existing else 0,
         "CreatedEvals": result.get("CreatedEvals"),
-        "Diff": _hcl().diff_jobs(existing, job) if body.get("Diff") else None,
+        "Diff": diff,
         "NextPeriodicLaunch": result.get("NextPeriodicLaunch", "0001-01-01T00:00:00Z"),
         "Warnings": warnings,
         "Index": ctx.store.index,
@@ -280,28 +293,29 @@ def _job_sublist(table: str, select: Any, extra_tables: tuple[str, ...] = ()) ->
         tables = (table,) + extra_tables
 
         def produce() -> tuple[Any, int]:
-            return select(ctx, ns, job_id), ctx.store.max_index(tables)
+            return select(ctx, ns, job_id, request), ctx.store.max_index(tables)
 
         return await blocking_reply(ctx, request, tables, produce)
 
     return handler
 
 
-def _allocs(ctx: Ctx, ns: str, job_id: str) -> list[dict[str, Any]]:
-    return [alloc_stub(a) for a in sorted(job_allocs(ctx.store, ns, job_id), key=lambda a: a.get("CreateIndex", 0))]
+def _allocs(ctx: Ctx, ns: str, job_id: str, request: Request) -> list[dict[str, Any]]:
+    allocs = job_allocs(ctx.store, ns, job_id, any_create_index=query_bool(request, "all"))
+    return [alloc_stub(a) for a in sorted(allocs, key=lambda a: a.get("CreateIndex", 0))]
 
 
-def _evals(ctx: Ctx, ns: str, job_id: str) -> list[dict[str, Any]]:
+def _evals(ctx: Ctx, ns: str, job_id: str, request: Request) -> list[dict[str, Any]]:
     return sorted((e for e in ctx.store.list("evals") if e.get("JobID") == job_id
                    and e.get("Namespace", "default") == ns), key=lambda e: -e.get("CreateIndex", 0))
 
 
-def _deployments(ctx: Ctx, ns: str, job_id: str) -> list[dict[str, Any]]:
-    return sorted((d for d in ctx.store.list("deployments") if d.get("JobID") == job_id
-                   and d.get("Namespace", "default") == ns), key=lambda d: -d.get("CreateIndex", 0))
+def _deployments(ctx: Ctx, ns: str, job_id: str, request: Request) -> list[dict[str, Any]]:
+    deps = job_deployments(ctx.store, ns, job_id, any_create_index=query_bool(request, "all"))
+    return sorted(deps, key=lambda d: -d.get("CreateIndex", 0))
 
 
-def _summary(ctx: Ctx, ns: str, job_id: str) -> dict[str, Any]:
+def _summary(ctx: Ctx, ns: str, job_id: str, request: Request) -> dict[str, Any]:
     return job_summary(ctx.store, get_job(ctx.store, ns, job_id))
 
 
@@ -316,7 +330,7 @@ ROUTES = [
     Route("/v1/job/{job_id}/evaluations", _job_sublist("evals", _evals), methods=["GET"]),
     Route("/v1/job/{job_id}/deployments", _job_sublist("deployments", _deployments), methods=["GET"]),
     Route("/v1/job/{job_id}/deployment",
-          _job_sublist("deployments", lambda c, n, j: latest_deployment(c.store, n, j)), methods=["GET"]),
+          _job_sublist("deployments", lambda c, n, j, r: latest_deployment(c.store, n, j)), methods=["GET"]),
     Route("/v1/job/{job_id}/summary", _job_sublist("allocs", _summary, ("jobs", "evals")), methods=["GET"]),
     Route("/v1/job/{job_id}", job_item, methods=["GET", "POST", "PUT", "DELETE"]),
 ]

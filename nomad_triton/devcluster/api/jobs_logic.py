@@ -11,6 +11,7 @@ import copy
 from typing import Any
 
 from ..errors import ApiError
+from ..scheduler import same_registration
 from ..store import Store
 from .common import Ctx, now_ns
 
@@ -61,9 +62,24 @@ def alloc_stub(alloc: dict[str, Any]) -> dict[str, Any]:
     return stub
 
 
-def job_allocs(store: Store, ns: str, job_id: str) -> list[dict[str, Any]]:
+def job_allocs(store: Store, ns: str, job_id: str, *, any_create_index: bool = False) -> list[dict[str, Any]]:
+    """Allocations of the job's current registration, as Nomad's AllocsByJob: after a purge and
+    re-register under the same ID, allocs whose Job.CreateIndex differs belong to the old instance
+    and only show with `?all=true` (`any_create_index`)."""
+    job = store.get("jobs", (ns, job_id))
     return [
         a for a in store.list("allocs") if a.get("JobID") == job_id and a.get("Namespace", "default") == ns
+        and (any_create_index or job is None or same_registration((a.get("Job") or {}).get("CreateIndex"), job))
+    ]
+
+
+def job_deployments(store: Store, ns: str, job_id: str, *, any_create_index: bool = False) -> list[dict[str, Any]]:
+    """Deployments of the job's current registration (Nomad's DeploymentsByJobID filters on
+    JobCreateIndex unless `all`), so a re-registered job does not inherit a purged one's."""
+    job = store.get("jobs", (ns, job_id))
+    return [
+        d for d in store.list("deployments") if d.get("JobID") == job_id and d.get("Namespace", "default") == ns
+        and (any_create_index or job is None or same_registration(d.get("JobCreateIndex"), job))
     ]
 
 
@@ -124,16 +140,14 @@ def job_stub(store: Store, job: dict[str, Any]) -> dict[str, Any]:
 
 
 def active_deployment(store: Store, ns: str, job_id: str) -> dict[str, Any] | None:
-    for dep in store.list("deployments"):
-        if (dep.get("JobID") == job_id and dep.get("Namespace", "default") == ns
-                and dep.get("Status") in ("running", "pending", "paused", "initializing", "blocked")):
+    for dep in job_deployments(store, ns, job_id):
+        if dep.get("Status") in ("running", "pending", "paused", "initializing", "blocked"):
             return dep
     return None
 
 
 def latest_deployment(store: Store, ns: str, job_id: str) -> dict[str, Any] | None:
-    deps = [d for d in store.list("deployments")
-            if d.get("JobID") == job_id and d.get("Namespace", "default") == ns]
+    deps = job_deployments(store, ns, job_id)
     return max(deps, key=lambda d: d.get("CreateIndex", 0)) if deps else None
 
 
