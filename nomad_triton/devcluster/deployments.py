@@ -147,7 +147,15 @@ class DeploymentWatcher:
         now = time.time() if now is None else now
         dep = self.store.get("deployments", dep_id)
         alloc = self.store.get("allocs", alloc_id) or {}
-        if dep is None or dep.get("Status") not in ACTIVE:
+        if dep is None:
+            return
+        if dep.get("Status") not in ACTIVE:
+            # Nomad's state store (updateDeploymentWithAlloc) counts a health verdict into any
+            # deployment, terminal or not: after a progress_deadline=0 failure on the first
+            # unhealthy alloc, its siblings' verdicts still show in Healthy/UnhealthyAllocs.
+            fresh = self.recount(dep)
+            if fresh["TaskGroups"] != dep.get("TaskGroups"):
+                self.write(fresh, "DeploymentAllocHealth")
             return
         dep = self.recount(dep)
         st = dep["TaskGroups"].get(alloc.get("TaskGroup", ""))
