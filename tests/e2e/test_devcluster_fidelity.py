@@ -137,6 +137,9 @@ def test_purge_then_register_again_starts_clean(devcluster: Devcluster, tmp_path
                "the purged job's alloc to stop")
 
     n.jobs.register_job({"Job": job})  # same ID, same spec: version 0 again
+    with devcluster.http() as http:
+        latest = http.get("/v1/job/again/deployment").json()
+        assert latest is None or latest["ID"] != old_dep["ID"]  # never the purged instance's
     created = n.job.get_job("again")["CreateIndex"]
     dep = settled_deployment(n, "again")
     assert dep["ID"] != old_dep["ID"] and dep["JobCreateIndex"] == created
@@ -148,6 +151,7 @@ def test_purge_then_register_again_starts_clean(devcluster: Devcluster, tmp_path
         everything = http.get("/v1/job/again/allocations", params={"all": "true"}).json()
         assert {old_alloc["ID"], allocs[0]["ID"]} == {a["ID"] for a in everything}
         deps = http.get("/v1/job/again/deployments", params={"all": "true"}).json()
+        assert http.get("/v1/job/again/deployment", params={"all": "true"}).json()["ID"] == dep["ID"]
         assert {old_dep["ID"], dep["ID"]} == {d["ID"] for d in deps}
         summary = http.get("/v1/job/again/summary").json()["Summary"]["web"]
         assert summary["Running"] == 1 and summary["Complete"] == 0

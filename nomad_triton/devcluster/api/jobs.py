@@ -315,6 +315,10 @@ def _deployments(ctx: Ctx, ns: str, job_id: str, request: Request) -> list[dict[
     return sorted(deps, key=lambda d: -d.get("CreateIndex", 0))
 
 
+def _latest_deployment(ctx: Ctx, ns: str, job_id: str, request: Request) -> dict[str, Any] | None:
+    return latest_deployment(ctx.store, ns, job_id, any_create_index=query_bool(request, "all"))
+
+
 def _summary(ctx: Ctx, ns: str, job_id: str, request: Request) -> dict[str, Any]:
     return job_summary(ctx.store, get_job(ctx.store, ns, job_id))
 
@@ -330,7 +334,7 @@ ROUTES = [
     Route("/v1/job/{job_id}/evaluations", _job_sublist("evals", _evals), methods=["GET"]),
     Route("/v1/job/{job_id}/deployments", _job_sublist("deployments", _deployments), methods=["GET"]),
     Route("/v1/job/{job_id}/deployment",
-          _job_sublist("deployments", lambda c, n, j, r: latest_deployment(c.store, n, j)), methods=["GET"]),
+          _job_sublist("deployments", _latest_deployment), methods=["GET"]),
     Route("/v1/job/{job_id}/summary", _job_sublist("allocs", _summary, ("jobs", "evals")), methods=["GET"]),
     Route("/v1/job/{job_id}", job_item, methods=["GET", "POST", "PUT", "DELETE"]),
 ]

@@ -146,8 +146,8 @@ def active_deployment(store: Store, ns: str, job_id: str) -> dict[str, Any] | No
     return None
 
 
-def latest_deployment(store: Store, ns: str, job_id: str) -> dict[str, Any] | None:
-    deps = job_deployments(store, ns, job_id)
+def latest_deployment(store: Store, ns: str, job_id: str, *, any_create_index: bool = False) -> dict[str, Any] | None:
+    deps = job_deployments(store, ns, job_id, any_create_index=any_create_index)
     return max(deps, key=lambda d: d.get("CreateIndex", 0)) if deps else None
 
 
