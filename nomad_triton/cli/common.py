@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 
 import typer
 
-from nomad_triton.spec import DeploymentSpec, SpecError, load_spec
+from nomad_triton.spec import DeploymentSpec, SpecError, load_spec, parse_duration
 
 # Exit codes (README): 0 ok, 1 operation failed, 2 bad input/usage, 3 failed and rolled back.
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_ROLLED_BACK = 0, 1, 2, 3
@@ -44,6 +44,17 @@ def fail(message: str, code: int = EXIT_FAILED, as_json: bool = False, **extra: 
     else:
         print(f"error: {line}", file=sys.stderr)
     raise typer.Exit(code)
+
+
+def wait_seconds_or_exit(timeout: str, as_json: bool = False, *, allow_zero: bool = False) -> float:
+    """A --timeout Go duration ("90s", "10m") in seconds; bad or non-positive input exits 2."""
+    try:
+        seconds = parse_duration(timeout).total_seconds()
+    except ValueError as exc:
+        fail(f"--timeout: {exc}", EXIT_BAD_INPUT, as_json)
+    if seconds < 0 or (seconds == 0 and not allow_zero):
+        fail("--timeout: must be positive", EXIT_BAD_INPUT, as_json)
+    return seconds
 
 
 def emit_json(data: Any) -> None:

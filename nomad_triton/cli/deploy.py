@@ -32,13 +32,13 @@ from nomad_triton.cli.common import (
     emit_json,
     fail,
     load_spec_or_exit,
+    wait_seconds_or_exit,
 )
 from nomad_triton.cli.connection import Connection, nomad_errors, with_connection
 from nomad_triton.cli.validate_plan import server_job
 from nomad_triton.nomad import canary, errors, failures, preflight
 from nomad_triton.nomad.watch import DeploymentState, DeploymentWatcher, Outcome, WatchResult
 from nomad_triton.spec import DeploymentSpec
-from nomad_triton.spec.durations import parse_duration
 
 EXIT_BY_OUTCOME = {
     Outcome.SUCCESSFUL: EXIT_OK,
@@ -194,12 +194,7 @@ def deploy(
     """Deploy SPEC and follow the rollout. Exit 0 ok, 1 failed, 2 bad input, 3 failed and rolled back."""
     assert conn is not None
     loaded = load_spec_or_exit(spec, sets, values, as_json)
-    try:
-        wait_s = parse_duration(timeout).total_seconds()
-    except ValueError as exc:
-        fail(f"--timeout: {exc}", EXIT_BAD_INPUT, as_json)
-    if wait_s <= 0:
-        fail("--timeout: must be positive", EXIT_BAD_INPUT, as_json)
+    wait_s = wait_seconds_or_exit(timeout, as_json)
     record: dict[str, Any] = {"job": loaded.name}
     t0 = time.monotonic()
     deadline = t0 + wait_s

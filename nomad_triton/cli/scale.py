@@ -18,12 +18,19 @@ from typing import Any
 
 import typer
 
-from nomad_triton.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, JSON_OPT, emit_json, fail
+from nomad_triton.cli.common import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    EXIT_OK,
+    JSON_OPT,
+    emit_json,
+    fail,
+    wait_seconds_or_exit,
+)
 from nomad_triton.cli.connection import Connection, nomad_errors, with_connection
 from nomad_triton.cli.deploy import EXIT_BY_OUTCOME, ProgressView
 from nomad_triton.nomad import errors
 from nomad_triton.nomad.watch import DeploymentWatcher
-from nomad_triton.spec import parse_duration
 
 COUNT_RE = re.compile(r"^([+-]?)(\d+)$")
 
@@ -82,12 +89,7 @@ def scale(
     if len(args) not in (1, 2):
         fail("expected [GROUP] COUNT", EXIT_BAD_INPUT, as_json)
     group_arg, expr = (None, args[0]) if len(args) == 1 else (args[0], args[1])
-    try:
-        wait_s = parse_duration(timeout).total_seconds()
-    except ValueError as exc:
-        fail(f"--timeout: {exc}", EXIT_BAD_INPUT, as_json)
-    if wait_s <= 0:
-        fail("--timeout: must be positive", EXIT_BAD_INPUT, as_json)
+    wait_s = wait_seconds_or_exit(timeout, as_json)
     deadline = time.monotonic() + wait_s
     with nomad_errors(as_json):
         job_obj = conn.client.job(job)

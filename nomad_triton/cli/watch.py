@@ -15,9 +15,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from nomad_triton.cli.common import EXIT_BAD_INPUT, JSON_OPT, fail
+from nomad_triton.cli.common import JSON_OPT, wait_seconds_or_exit
 from nomad_triton.cli.connection import Connection, nomad_errors, with_connection
-from nomad_triton.spec.durations import parse_duration
 
 
 def alloc_rows(allocs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -65,10 +64,7 @@ def watch(
 ) -> None:
     """Follow JOB's allocations live (one JSON line per change with --json)."""
     assert conn is not None
-    try:
-        limit = parse_duration(timeout).total_seconds()
-    except ValueError as exc:
-        fail(f"--timeout: {exc}", EXIT_BAD_INPUT, as_json)
+    limit = wait_seconds_or_exit(timeout, as_json, allow_zero=True)
     t0 = time.monotonic()
     deadline = t0 + limit if limit > 0 else float("inf")
     tty = sys.stdout.isatty() and not as_json

@@ -134,18 +134,8 @@ class Store:
             obj["ModifyIndex"] = idx
         self.tables[table][key] = obj
         self.table_index[table] = idx
-        if event_type and table in TOPIC_BY_TABLE:
-            self.publish(
-                Event(
-                    topic=TOPIC_BY_TABLE[table],
-                    type=event_type,
-                    key=event_key if event_key is not None else str(key),
-                    namespace=namespace,
-                    index=idx,
-                    payload={payload_name or TOPIC_BY_TABLE[table]: copy.deepcopy(obj)},
-                    filter_keys=filter_keys,
-                )
-            )
+        if event_type:
+            self._publish_change(table, key, obj, event_type, event_key, namespace, payload_name, idx, filter_keys)
         self._notify()
         return idx
 
@@ -163,17 +153,8 @@ class Store:
         idx = index if index is not None else self.next_index()
         obj = self.tables[table].pop(key, None)
         self.table_index[table] = idx
-        if event_type and obj is not None and table in TOPIC_BY_TABLE:
-            self.publish(
-                Event(
-                    topic=TOPIC_BY_TABLE[table],
-                    type=event_type,
-                    key=event_key if event_key is not None else str(key),
-                    namespace=namespace,
-                    index=idx,
-                    payload={payload_name or TOPIC_BY_TABLE[table]: copy.deepcopy(obj)},
-                )
-            )
+        if event_type and obj is not None:
+            self._publish_change(table, key, obj, event_type, event_key, namespace, payload_name, idx)
         self._notify()
         return idx
 
@@ -183,6 +164,34 @@ class Store:
         self.table_index[table] = idx
         self._notify()
         return idx
+
+    def _publish_change(
+        self,
+        table: str,
+        key: Any,
+        obj: Any,
+        event_type: str,
+        event_key: str | None,
+        namespace: str,
+        payload_name: str | None,
+        index: int,
+        filter_keys: tuple[str, ...] = (),
+    ) -> None:
+        """Publish the event for one write; tables without an event-stream topic publish nothing."""
+        topic = TOPIC_BY_TABLE.get(table)
+        if topic is None:
+            return
+        self.publish(
+            Event(
+                topic=topic,
+                type=event_type,
+                key=event_key if event_key is not None else str(key),
+                namespace=namespace,
+                index=index,
+                payload={payload_name or topic: copy.deepcopy(obj)},
+                filter_keys=filter_keys,
+            )
+        )
 
     def publish(self, event: Event) -> None:
         self.events.append(event)
