@@ -207,10 +207,13 @@ def test_scales_out_under_load_holds_through_a_crash_and_returns_to_min(devclust
             t0 = time.time()
             wait_until(lambda: desired(client, job) >= 2, 20, "scale-up under load", 0.2)
             reacted = time.time() - t0
-            # Settle: the new replicas are healthy, no deployment running, the count stable for 3 s.
+            # Settle: the new replicas are healthy and no deployment is running.
             wait_until(lambda: _settled(client, job) and healthy(client, job) == desired(client, job), 90,
                        "scaled-up replicas healthy", 0.5)
-            n = _stable_count(client, job, 3.0, 40)
+            # Steady state first: the policy itself holds on complete data for longer than the scale-in
+            # stabilisation window (an overshoot to 3 at the step is trimmed back before), so anything
+            # that follows the crash is the crash's doing.
+            n = _steady(ctl, client, job, 4.0, 60)
             assert n >= 2
             up = next(e for e in ours(client, job) if e["Meta"]["nomad_triton.direction"] == "up")
             assert up["Message"].startswith("nomad-triton: scale up 1 -> ") and up["Count"] >= 2, up
@@ -236,8 +239,12 @@ def test_scales_out_under_load_holds_through_a_crash_and_returns_to_min(devclust
             assert any(d.signals["allocs_unreachable"] or d.signals["allocs_no_data"] for d in outage), \
                 "the controller never saw the crashed allocation missing"
             assert not [d for d in outage if d.direction == "down"], [d.reason for d in outage]
-            downs = [e for e in ours(client, job) if e["Meta"]["nomad_triton.direction"] == "down"]
-            assert not downs, downs
+            # Nor just after it is back (its warm-up rate is low): the count never goes below the
+            # pre-crash count while the load is unchanged. (The restarted replica's warm-up queue can
+            # nudge one replica up, which is then trimmed back to n: allowed, it is not a scale-in.)
+            time.sleep(4)
+            below = [e for e in ours(client, job) if e["Time"] / 1e9 > killed_at and e["Count"] < n]
+            assert not below, "\n".join(f"{t - killed_at:6.1f} {d.direction} {d.reason}" for t, d in ctl.decisions[-40:])
             assert desired(client, job) >= n
             # It did want to scale in on the survivors' load, and the missing replica is what held it.
             blocked = [d.reason for d in outage if d.reason.startswith("scale-in blocked")]
@@ -261,17 +268,19 @@ def test_scales_out_under_load_holds_through_a_crash_and_returns_to_min(devclust
           f" e.g. {blocked[0]!r})")
 
 
-def _stable_count(client: NomadClient, job: str, hold_s: float, timeout: float) -> int:
+def _steady(ctl: Recorder, client: NomadClient, job: str, hold_s: float, timeout: float) -> int:
+    """The count once every decision of the last `hold_s` was "within band" on data from all replicas."""
     deadline = time.monotonic() + timeout
-    last, since = desired(client, job), time.monotonic()
     while time.monotonic() < deadline:
-        time.sleep(0.3)
-        now = desired(client, job)
-        if now != last:
-            last, since = now, time.monotonic()
-        elif time.monotonic() - since >= hold_s and _settled(client, job):
-            return now
-    raise AssertionError(f"desired count did not settle within {timeout}s (last {last})")
+        time.sleep(0.5)
+        n = desired(client, job)
+        recent = [d for t, d in list(ctl.decisions) if t > time.time() - hold_s]
+        if (len(recent) >= hold_s / ctl.settings.interval_s - 2 and _settled(client, job)
+                and all(d.reason.startswith("within band") and d.signals["desired"] == n
+                        and d.signals["allocs_with_data"] == n for d in recent)):
+            return n
+    raise AssertionError(f"no steady state within {timeout}s; last decisions: "
+                         f"{[d.reason for _, d in list(ctl.decisions)[-5:]]}")
 
 
 def test_missing_job_steps_fail_but_the_loop_survives(devcluster: Devcluster) -> None:
