@@ -9,6 +9,7 @@ Handlers call `Authorizer.check(...)`, which raises ApiError(403, "Permission de
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Callable
 from typing import Any
 
 from ..config import POLICY_SHORTHAND, DevclusterConfig, NamespaceRule, PolicyConfig
@@ -53,22 +54,21 @@ class Authorizer:
         return bool(token) and token.get("Type") == "management"
 
     def allow_namespace(self, token: dict[str, Any] | None, namespace: str, capability: str) -> bool:
-        if not self.enabled or self.is_management(token):
-            return True
-        if token is None:
-            return False
-        allowed = False
-        for pol in self._policies(token):
-            rule = _match_rule(pol.namespace, namespace)
-            if rule is None:
-                continue
-            caps = namespace_capabilities(rule)
-            if "deny" in caps:
-                return False  # an explicit deny in any policy wins, as in Nomad
-            allowed = allowed or capability in caps
-        return allowed
+        return self._allow_in_namespace(token, namespace, capability, namespace_capabilities)
 
     def allow_variable(self, token: dict[str, Any] | None, namespace: str, path: str, capability: str) -> bool:
+        return self._allow_in_namespace(
+            token, namespace, capability, lambda rule: _match_rule(rule.variables, path)
+        )
+
+    def _allow_in_namespace(
+        self,
+        token: dict[str, Any] | None,
+        namespace: str,
+        capability: str,
+        capabilities_of: Callable[[NamespaceRule], Any],
+    ) -> bool:
+        """Union of the capabilities the token's policies grant in `namespace`; any deny wins (as in Nomad)."""
         if not self.enabled or self.is_management(token):
             return True
         if token is None:
@@ -78,7 +78,7 @@ class Authorizer:
             rule = _match_rule(pol.namespace, namespace)
             if rule is None:
                 continue
-            caps = _match_rule(rule.variables, path)
+            caps = capabilities_of(rule)
             if caps is None:
                 continue
             if "deny" in caps:
