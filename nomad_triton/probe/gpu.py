@@ -6,7 +6,7 @@ an error: `read_gpus` then returns a GpuReport with `available=False` and the re
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import pynvml
 
@@ -25,6 +25,18 @@ class GpuReport:
     available: bool
     gpus: list[GpuStat] = field(default_factory=list)
     reason: str | None = None
+
+    def summary(self) -> str:
+        """One human line: 'gpus: 1 (NVIDIA H100 80GB HBM3 0/80 GiB)' or 'gpus: none (NVML unavailable: ...)'."""
+        if not self.available:
+            return f"gpus: none ({self.reason})"
+        parts = [
+            f"{g.name} {g.memory_used_bytes / 2**30:.0f}/{g.memory_total_bytes / 2**30:.0f} GiB" for g in self.gpus
+        ]
+        return f"gpus: {len(self.gpus)} ({', '.join(parts) or 'no devices visible'})"
+
+    def to_dict(self) -> dict[str, object]:
+        return {"available": self.available, "reason": self.reason, "gpus": [asdict(g) for g in self.gpus]}
 
 
 def read_gpus() -> GpuReport:

@@ -111,6 +111,7 @@ def serve(models_dir: Path, settings: ServerSettings, token: str, as_json: bool,
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
 
+    from nomad_triton.probe.gpu import read_gpus
     from nomad_triton.server.app import build_triton  # heavy imports after signals are handled
     from nomad_triton.server.backends import prepare_all
     from nomad_triton.server.drain import InFlight, drain
@@ -128,12 +129,14 @@ def serve(models_dir: Path, settings: ServerSettings, token: str, as_json: bool,
         report(as_json, f"triton failed to start: {failure}")
         return EXIT_START_FAILED
     names = [p.model.spec.name for p in prepared]
+    gpus = read_gpus()  # on a GPU node this says what the allocation really got; elsewhere why not
     _emit(
         as_json, "ready",
         f"ready in {time.monotonic() - started:.2f} s: models {', '.join(names)} | http {settings.host}:"
-        f"{settings.http_port} grpc {settings.grpc_port} metrics {settings.metrics_port}",
+        f"{settings.http_port} grpc {settings.grpc_port} metrics {settings.metrics_port} | {gpus.summary()}",
         models=names, host=settings.host, http_port=settings.http_port, grpc_port=settings.grpc_port,
         metrics_port=settings.metrics_port, seconds=round(time.monotonic() - started, 3),
+        gpus=gpus.to_dict(),
     )
     while not stop.wait(1.0):
         if not triton.is_alive():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -104,3 +105,11 @@ def test_restricted_endpoints_need_the_token_which_is_never_logged(server: Serve
 def test_cold_start_is_bounded(server: ServerProcess) -> None:
     # Generous bound for a shared 2-core CI box; the benchmark reports the real figure (target <= 5 s).
     assert server.cold_start_s < 30  # type: ignore[attr-defined]
+
+
+def test_ready_line_states_the_gpus_or_why_there_are_none(server: ServerProcess) -> None:
+    deadline = time.monotonic() + 10
+    while "ready in" not in server.out() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    [ready] = [line for line in server.out().splitlines() if line.startswith("ready in")]
+    assert "| gpus: " in ready, ready  # "gpus: none (NVML unavailable: ...)" on CPU machines
