@@ -12,6 +12,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
@@ -25,6 +26,14 @@ log = logging.getLogger("devcluster.api")
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
     return PlainTextResponse(exc.message, status_code=exc.status)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Routing errors in Nomad's words: a method a path does not take is 405 "Invalid method"
+    (CodedError(405, ErrInvalidMethod) in command/agent/http.go); others keep Starlette's text."""
+    assert isinstance(exc, HTTPException)
+    text = "Invalid method" if exc.status_code == 405 else exc.detail
+    return PlainTextResponse(text, status_code=exc.status_code, headers=exc.headers)
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
@@ -45,7 +54,7 @@ def build_app(ctx: Ctx) -> Starlette:
                 await sweeper
 
     routes = jobs.ROUTES + scale.ROUTES + cluster.ROUTES + events.ROUTES + variables.ROUTES
-    app = Starlette(routes=routes, exception_handlers={ApiError: _api_error, Exception: _internal_error}, lifespan=lifespan)
+    app = Starlette(routes=routes, exception_handlers={ApiError: _api_error, HTTPException: _http_error, Exception: _internal_error}, lifespan=lifespan)
     app.state.ctx = ctx
     return app
 

@@ -17,7 +17,16 @@ from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from ..errors import ApiError
-from .common import Ctx, blocking_reply, ns_filter, prefix_filter, query_bool, read_json, reply
+from .common import (
+    Ctx,
+    blocking_reply,
+    go_parse_bool,
+    ns_filter,
+    prefix_filter,
+    query_bool,
+    read_json,
+    reply,
+)
 from .jobs_logic import alloc_stub
 
 LEADER = "127.0.0.1:4647"
@@ -106,31 +115,38 @@ async def _maybe_await(value: Any) -> Any:
 
 
 async def logs(request: Request) -> Response:
-    """`/v1/client/fs/logs/:alloc_id`: plain text with plain=true, else Nomad's JSON frames."""
+    """`/v1/client/fs/logs/:alloc_id`: plain text with plain=true, else Nomad's JSON frames.
+
+    Argument checks follow command/agent/fs_endpoint.go Logs, in its order and with its 400 texts:
+    task, follow, plain, type (required, no default), offset, origin.
+    """
     ctx = _ctx(request)
     qp = request.query_params
-    alloc = ctx.store.get("allocs", request.path_params["id"])
-    if alloc is None:
-        raise ApiError(404, "Unknown allocation")
-    ctx.require_ns(request, alloc.get("Namespace", "default"), "read-logs")
-    task, kind = qp.get("task", ""), qp.get("type", "stdout")
+    task, kind = qp.get("task", ""), qp.get("type", "")
     if not task:
-        raise ApiError(400, "must include task name")
+        raise ApiError(400, "must provide task name")
+    follow = _log_flag(request, "follow")
+    plain = _log_flag(request, "plain")
     if kind not in ("stdout", "stderr"):
-        raise ApiError(400, "must include log type (stdout, stderr)")
-    origin = qp.get("origin", "start")
-    if origin not in ("start", "end"):
-        raise ApiError(400, 'origin must be "start" or "end"')
+        raise ApiError(400, "must provide log type (stdout/stderr)")
     try:
         offset = int(qp.get("offset", "0") or 0)
     except ValueError:
-        raise ApiError(400, "offset must be an integer") from None
+        raise ApiError(400, f'error parsing offset: strconv.ParseInt: parsing "{qp["offset"]}": '
+                            "invalid syntax") from None
+    origin = qp.get("origin") or "start"
+    if origin not in ("start", "end"):
+        raise ApiError(400, "origin must be start or end")
+    alloc_id = request.path_params["id"]
+    alloc = ctx.store.get("allocs", alloc_id)
+    if alloc is None:
+        raise ApiError(404, f'Unknown allocation "{alloc_id}"')  # structs.NewErrUnknownAllocation
+    ctx.require_ns(request, alloc.get("Namespace", "default"), "read-logs")
     path = Path(_need_runtime(ctx).alloc_log_path(alloc["ID"], task, kind))
     data = path.read_bytes() if path.exists() else b""
     start = max(0, len(data) - offset) if origin == "end" else min(offset, len(data))
     chunk = data[start:]
-    plain = query_bool(request, "plain")
-    if not query_bool(request, "follow"):
+    if not follow:
         if plain:
             return PlainTextResponse(chunk.decode("utf-8", "replace"))
         frame = {"File": f"alloc/logs/{task}.{kind}.0", "Offset": start + len(chunk),
@@ -138,6 +154,17 @@ async def logs(request: Request) -> Response:
         return reply(frame, ctx.store.index)
     return StreamingResponse(_follow(ctx, alloc["ID"], path, task, kind, start, plain),
                              media_type="text/plain" if plain else "application/json")
+
+
+def _log_flag(request: Request, name: str) -> bool:
+    """Logs' follow/plain: Go ParseBool, a bad value is 400 "failed to parse <name> field ..."."""
+    raw = request.query_params.get(name, "")
+    if raw == "":
+        return False
+    try:
+        return go_parse_bool(raw)
+    except ValueError as exc:
+        raise ApiError(400, f"failed to parse {name} field to boolean: {exc}") from None
 
 
 async def _follow(ctx: Ctx, alloc_id: str, path: Path, task: str, kind: str, pos: int, plain: bool) -> Any:

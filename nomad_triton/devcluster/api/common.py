@@ -201,11 +201,43 @@ def reply(body: Any, index: int, status: int = 200) -> Response:
     return JSONResponse(body, status_code=status, headers=meta_headers(index))
 
 
-def query_bool(request: Request, name: str) -> bool:
-    """Nomad treats `?purge`, `?purge=true`, `?purge=1` as true."""
-    if name not in request.query_params:
+_GO_TRUE = ("1", "t", "T", "TRUE", "true", "True")
+_GO_FALSE = ("0", "f", "F", "FALSE", "false", "False")
+
+
+def go_parse_bool(text: str) -> bool:
+    """Go's strconv.ParseBool, which Nomad's handlers use on query flags; ValueError as Go's text."""
+    if text in _GO_TRUE:
+        return True
+    if text in _GO_FALSE:
         return False
-    return request.query_params.get(name, "").lower() in ("", "true", "1", "yes")
+    raise ValueError(f'strconv.ParseBool: parsing "{text}": invalid syntax')
+
+
+def query_bool(request: Request, name: str, *, strict: bool = False, status: int = 500) -> bool:
+    """A boolean query flag read the way Nomad's handlers read it.
+
+    Nomad does `if s := q.Get(name); s != "" { strconv.ParseBool(s) }`: absent or bare `?purge`
+    is false, "true"/"1"/"t"/"True" are true. `strict` endpoints (purge, global, diffs; logs'
+    plain/follow) refuse other values with Nomad's error text (`status` 500 where Nomad returns an
+    uncoded error, 400 where it codes it); the others (`all`, `resources`) ignore a bad value.
+    """
+    raw = request.query_params.get(name, "")
+    if raw == "":
+        return False
+    try:
+        return go_parse_bool(raw)
+    except ValueError as exc:
+        if not strict:
+            return False
+        raise ApiError(status, f'Failed to parse value of "{name}" ({raw}) as a bool: {exc}') from None
+
+
+def write_namespace(request: Request, body: dict[str, Any], job: dict[str, Any] | None = None) -> str:
+    """Namespace of a job write as Nomad's namespaceForJob picks it: `?namespace=` first, then the
+    body's WriteRequest `Namespace`, then the job's own `Namespace`, else "default"."""
+    return (request.query_params.get("namespace") or body.get("Namespace")
+            or (job or {}).get("Namespace") or "default")
 
 
 def blocking_params(request: Request) -> tuple[int, float]:

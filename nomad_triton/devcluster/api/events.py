@@ -30,10 +30,13 @@ def parse_topics(values: list[str]) -> dict[str, set[str]]:
     """`["Job:web", "Deployment"]` -> {"Job": {"web"}, "Deployment": {"*"}}; none -> everything."""
     topics: dict[str, set[str]] = {}
     for raw in values:
-        topic, _, key = raw.partition(":")
-        if not topic:
-            raise ApiError(400, f"Invalid topic query: {raw!r}")
-        topics.setdefault(topic, set()).add(key or "*")
+        # Nomad's parseTopic: split on ":"; one part is Topic:*, two are Topic:Key, more is a 400.
+        parts = raw.split(":")
+        if len(parts) > 2:
+            raise ApiError(400, "Invalid topic query: error parsing topics: "
+                                f"Invalid key value pair for topic, topic: {raw}")
+        topic, key = parts[0], parts[1] if len(parts) == 2 else "*"
+        topics.setdefault(topic, set()).add(key)
     return topics or {"*": {"*"}}
 
 
@@ -81,10 +84,11 @@ async def event_stream(request: Request) -> Response:
     qp = request.query_params
     namespace = qp.get("namespace") or "default"
     topics = parse_topics(qp.getlist("topic"))
+    raw_index = qp.get("index", "") or "0"
     try:
-        start = int(qp.get("index", "0") or 0)
+        start = int(raw_index)
     except ValueError:
-        raise ApiError(400, "Unable to parse index") from None
+        raise ApiError(400, f'Unable to parse index: strconv.Atoi: parsing "{raw_index}": invalid syntax') from None
     token = ctx.token(request)
     if ctx.config.server.acl and not ctx.authorizer.is_management(token):
         check_ns = "default" if namespace == "*" else namespace
@@ -95,7 +99,8 @@ async def event_stream(request: Request) -> Response:
             raise ApiError(403, "Permission denied")
     heartbeat = float(ctx.config.server.event_heartbeat_s)
     gen = stream_events(ctx, topics, namespace, start, heartbeat)
-    return StreamingResponse(_guard(gen), media_type="application/json")
+    # command/agent/event_endpoint.go sets Content-Type application/json and Cache-Control no-cache.
+    return StreamingResponse(_guard(gen), media_type="application/json", headers={"Cache-Control": "no-cache"})
 
 
 async def _guard(gen: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

@@ -10,7 +10,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..errors import ApiError
-from .common import Ctx, blocking_reply, ns_filter, query_bool, read_json, reply
+from .common import Ctx, blocking_reply, ns_filter, query_bool, read_json, reply, write_namespace
 from .jobs_logic import (
     alloc_stub,
     enforce_index,
@@ -84,7 +84,7 @@ async def parse(request: Request) -> Response:
     ctx.require_ns(request, ctx.namespace(request), "parse-job", "submit-job")
     text = body.get("JobHCL")
     if not isinstance(text, str) or not text.strip():
-        raise ApiError(400, "error parsing: job HCL is empty")
+        raise ApiError(400, "Job spec is empty")  # Nomad's JobsParseRequest text
     variables = body.get("Variables") or None
     try:
         job = _hcl().parse_job_hcl(text, variables=variables, canonicalize=bool(body.get("Canonicalize")))
@@ -101,7 +101,7 @@ async def validate(request: Request) -> Response:
     job = body.get("Job")
     if not isinstance(job, dict):
         raise ApiError(400, "Job must be specified")
-    ctx.require_ns(request, job.get("Namespace") or ctx.namespace(request), "read-job", "submit-job")
+    ctx.require_ns(request, write_namespace(request, body, job), "read-job", "submit-job")
     hcl = _hcl()
     errors, warnings = hcl.validate_job(hcl.canonicalize_job(copy.deepcopy(job)))
     out = {
@@ -140,7 +140,7 @@ async def register(request: Request, path_id: str | None = None) -> Response:
         raise ApiError(400, "Job ID hasn't been provided")
     if path_id is not None and job["ID"] != path_id:
         raise ApiError(400, "Job ID does not match name")
-    ns = job.get("Namespace") or ctx.namespace(request)
+    ns = write_namespace(request, body, job)
     job["Namespace"] = ns
     ctx.require_ns(request, ns, "submit-job")
     ctx.require_known_namespace(ns)
@@ -184,9 +184,12 @@ async def job_item(request: Request) -> Response:
 
 
 def _deregister(ctx: Ctx, request: Request, ns: str, job_id: str) -> Response:
+    # Nomad's jobDelete parses its flags before anything else (a bad value is an uncoded 500).
+    purge = query_bool(request, "purge", strict=True)
+    query_bool(request, "global", strict=True)  # multi-region only: parsed, nothing to do here
     ctx.require_ns(request, ns, "submit-job")
     job = get_job(ctx.store, ns, job_id)
-    if query_bool(request, "purge"):
+    if purge:
         idx = ctx.store.next_index()
         ctx.store.delete("jobs", (ns, job_id), event_type="JobDeregistered", namespace=ns,
                          payload_name="Job", index=idx, event_key=job_id)
@@ -214,7 +217,7 @@ async def plan(request: Request) -> Response:
         raise ApiError(400, "Job must be specified")
     if job.get("ID") != request.path_params["job_id"]:
         raise ApiError(400, "Job ID does not match")
-    ns = job.get("Namespace") or ctx.namespace(request)
+    ns = write_namespace(request, body, job)
     job["Namespace"] = ns
     ctx.require_ns(request, ns, "submit-job")
     job, warnings = _canonical_and_valid(job)
@@ -246,16 +249,17 @@ async def versions(request: Request) -> Response:
     ctx = _ctx(request)
     ns, job_id = ctx.namespace(request), request.path_params["job_id"]
     ctx.require_ns(request, ns, "read-job")
-    want_diffs = query_bool(request, "diffs")
+    want_diffs = query_bool(request, "diffs", strict=True)
 
     def produce() -> tuple[Any, int]:
-        get_job(ctx.store, ns, job_id)
         vers = sorted((v for k, v in ctx.store.tables["job_versions"].items() if k[:2] == (ns, job_id)),
                       key=lambda v: -v.get("Version", 0))
         diffs = None
         if want_diffs:
             diff = _hcl().diff_jobs
             diffs = [diff(vers[i + 1], vers[i]) for i in range(len(vers) - 1)]
+        if not vers:  # Nomad's jobVersions: `len(out.Versions) == 0` -> 404 with its own text
+            raise ApiError(404, "job versions not found")
         return {"Versions": vers, "Diffs": diffs}, ctx.store.max_index(("job_versions",))
 
     return await blocking_reply(ctx, request, ("job_versions",), produce)
@@ -267,7 +271,7 @@ async def revert(request: Request) -> Response:
     job_id = request.path_params["job_id"]
     if body.get("JobID", job_id) != job_id:
         raise ApiError(400, "Job ID does not match")
-    ns = body.get("Namespace") or ctx.namespace(request)
+    ns = write_namespace(request, body)
     ctx.require_ns(request, ns, "submit-job")
     current = get_job(ctx.store, ns, job_id)
     want = body.get("JobVersion")
@@ -319,6 +323,15 @@ def _latest_deployment(ctx: Ctx, ns: str, job_id: str, request: Request) -> dict
     return latest_deployment(ctx.store, ns, job_id, any_create_index=query_bool(request, "all"))
 
 
+def _services(ctx: Ctx, ns: str, job_id: str, request: Request) -> list[dict[str, Any]]:
+    """`/v1/job/:id/services` (Nomad's jobServiceRegistrations): the job's registrations, 404
+    "job not found" when the job does not exist (an existing job without services gives [])."""
+    get_job(ctx.store, ns, job_id)
+    regs = [r for r in ctx.store.list("services")
+            if r.get("JobID") == job_id and r.get("Namespace", "default") == ns]
+    return sorted(regs, key=lambda r: r.get("CreateIndex", 0))
+
+
 def _summary(ctx: Ctx, ns: str, job_id: str, request: Request) -> dict[str, Any]:
     return job_summary(ctx.store, get_job(ctx.store, ns, job_id))
 
@@ -335,6 +348,7 @@ ROUTES = [
     Route("/v1/job/{job_id}/deployments", _job_sublist("deployments", _deployments), methods=["GET"]),
     Route("/v1/job/{job_id}/deployment",
           _job_sublist("deployments", _latest_deployment), methods=["GET"]),
+    Route("/v1/job/{job_id}/services", _job_sublist("services", _services, ("jobs",)), methods=["GET"]),
     Route("/v1/job/{job_id}/summary", _job_sublist("allocs", _summary, ("jobs", "evals")), methods=["GET"]),
     Route("/v1/job/{job_id}", job_item, methods=["GET", "POST", "PUT", "DELETE"]),
 ]

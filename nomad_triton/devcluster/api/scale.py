@@ -83,9 +83,11 @@ async def scale(request: Request) -> Response:
         return await blocking_reply(ctx, request, ("jobs", "allocs", "scaling_events"), produce)
 
     body = await read_json(request)
+    target = body.get("Target") or {}
+    if target.get("Job") and target["Job"] != job_id:  # command/agent/job_endpoint.go jobScaleAction
+        raise ApiError(400, "job ID in payload did not match URL")
     ctx.require_ns(request, ns, "scale-job", "submit-job")
     job = get_job(ctx.store, ns, job_id)
-    target = body.get("Target") or {}
     group = target.get("Group")
     if not group:
         raise ApiError(400, "missing task group name for scaling action")

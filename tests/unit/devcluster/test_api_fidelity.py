@@ -1,0 +1,137 @@
+"""devcluster HTTP answers checked against Nomad's own handlers (command/agent/*_endpoint.go).
+
+Each test names the Nomad source it mirrors; these are the places a real Nomad client trips when
+devcluster answers differently (status code, error text, which namespace a write lands in).
+"""
+
+from __future__ import annotations
+
+from test_api_http import Client, parsed_job, run
+
+from nomad_triton.devcluster.store import Store
+
+
+def test_versions_of_missing_job_is_nomads_own_404() -> None:
+    """job_endpoint.go jobVersions: `len(out.Versions) == 0` -> 404 "job versions not found"."""
+    async def t(c: Client, store: Store) -> None:
+        r = await c.get("/v1/job/nope/versions")
+        assert (r.status_code, r.text) == (404, "job versions not found")
+        await c.post("/v1/jobs", json={"Job": await parsed_job(c)})
+        r = await c.get("/v1/job/web/versions")
+        assert r.status_code == 200 and [v["Version"] for v in r.json()["Versions"]] == [0]
+
+    run(t)
+
+
+def test_wrong_method_is_405_invalid_method() -> None:
+    """http.go: CodedError(405, ErrInvalidMethod) with ErrInvalidMethod = "Invalid method"."""
+    async def t(c: Client, store: Store) -> None:
+        for method, path in (("PATCH", "/v1/jobs"), ("DELETE", "/v1/job/web/versions"),
+                             ("POST", "/v1/job/web/allocations"), ("GET", "/v1/jobs/parse")):
+            r = await c.request(method, path)
+            assert (r.status_code, r.text) == (405, "Invalid method"), (method, path)
+
+    run(t)
+
+
+def test_write_namespace_query_param_wins_over_job_namespace() -> None:
+    """job_endpoint.go namespaceForJob: ?namespace= first, then the body's Namespace, then the job's."""
+    async def t(c: Client, store: Store) -> None:
+        job = await parsed_job(c)
+        job["Namespace"] = "default"
+        r = await c.post("/v1/jobs?namespace=team", json={"Job": job})
+        assert r.status_code == 200, r.text
+        assert (await c.get("/v1/job/web?namespace=team")).json()["Namespace"] == "team"
+        assert (await c.get("/v1/job/web")).status_code == 404
+        # No query param: the request body's WriteRequest Namespace beats the job's.
+        r = await c.put("/v1/job/web", json={"Job": job, "Namespace": "team"})
+        assert r.status_code == 200, r.text
+        assert (await c.get("/v1/job/web")).status_code == 404
+
+    run(t, {"server": {"namespaces": ["team"]}})
+
+
+def test_bool_flags_parse_like_go_strconv() -> None:
+    """jobDelete: `if purgeStr != ""` then strconv.ParseBool, an uncoded (500) error otherwise."""
+    async def t(c: Client, store: Store) -> None:
+        await c.post("/v1/jobs", json={"Job": await parsed_job(c)})
+        r = await c.delete("/v1/job/web?purge=yes")
+        assert r.status_code == 500
+        assert r.text == ('Failed to parse value of "purge" (yes) as a bool: '
+                          'strconv.ParseBool: parsing "yes": invalid syntax')
+        # Bare `?purge` is an empty value: Nomad reads it as false, so the job is stopped, not purged.
+        assert (await c.delete("/v1/job/web?purge")).status_code == 200
+        assert (await c.get("/v1/job/web")).json()["Stop"] is True
+        assert (await c.delete("/v1/job/web?purge=True")).status_code == 200  # requests' bool text
+        assert (await c.get("/v1/job/web")).status_code == 404
+        r = await c.get("/v1/job/web/versions?diffs=maybe")
+        assert r.status_code == 500 and r.text.startswith('Failed to parse value of "diffs"')
+
+    run(t)
+
+
+def test_logs_argument_errors_use_fs_endpoint_texts() -> None:
+    """fs_endpoint.go Logs: 400s in its order; `type` has no default; unknown alloc 404 with the ID."""
+    async def t(c: Client, store: Store) -> None:
+        base = "/v1/client/fs/logs/abc"
+        cases = [
+            ({"type": "stdout"}, 400, "must provide task name"),
+            ({"task": "t"}, 400, "must provide log type (stdout/stderr)"),
+            ({"task": "t", "type": "both"}, 400, "must provide log type (stdout/stderr)"),
+            ({"task": "t", "type": "stdout", "plain": "yes"}, 400,
+             'failed to parse plain field to boolean: strconv.ParseBool: parsing "yes": invalid syntax'),
+            ({"task": "t", "type": "stdout", "follow": "x"}, 400,
+             'failed to parse follow field to boolean: strconv.ParseBool: parsing "x": invalid syntax'),
+            ({"task": "t", "type": "stdout", "origin": "middle"}, 400, "origin must be start or end"),
+            ({"task": "t", "type": "stdout", "offset": "ten"}, 400,
+             'error parsing offset: strconv.ParseInt: parsing "ten": invalid syntax'),
+            ({"task": "t", "type": "stderr", "plain": "true"}, 404, 'Unknown allocation "abc"'),
+        ]
+        for params, status, text in cases:
+            r = await c.get(base, params=params)
+            assert (r.status_code, r.text) == (status, text), params
+
+    run(t)
+
+
+def test_event_stream_argument_errors() -> None:
+    """event_endpoint.go: bad index / a topic with two colons are 400s with Nomad's texts."""
+    async def t(c: Client, store: Store) -> None:
+        r = await c.get("/v1/event/stream", params={"topic": "Job:a:b"})
+        assert (r.status_code, r.text) == (
+            400, "Invalid topic query: error parsing topics: Invalid key value pair for topic, topic: Job:a:b")
+        r = await c.get("/v1/event/stream", params={"index": "x"})
+        assert (r.status_code, r.text) == (400, 'Unable to parse index: strconv.Atoi: parsing "x": invalid syntax')
+
+    run(t)
+
+
+def test_scale_target_job_must_match_url_and_parse_empty_text() -> None:
+    """jobScaleAction: Target.Job != URL ID -> 400; JobsParseRequest: empty JobHCL -> "Job spec is empty"."""
+    async def t(c: Client, store: Store) -> None:
+        await c.post("/v1/jobs", json={"Job": await parsed_job(c)})
+        r = await c.post("/v1/job/web/scale", json={"Count": 2, "Target": {"Job": "other", "Group": "api"}})
+        assert (r.status_code, r.text) == (400, "job ID in payload did not match URL")
+        r = await c.post("/v1/jobs/parse", json={"JobHCL": ""})
+        assert (r.status_code, r.text) == (400, "Job spec is empty")
+
+    run(t)
+
+
+def test_job_services_endpoint() -> None:
+    """jobServiceRegistrations: 404 "job not found" for no job, the job's registrations otherwise."""
+    async def t(c: Client, store: Store) -> None:
+        r = await c.get("/v1/job/web/services")
+        assert (r.status_code, r.text) == (404, "job not found")
+        await c.post("/v1/jobs", json={"Job": await parsed_job(c)})
+        assert (await c.get("/v1/job/web/services")).json() == []
+        reg = {"ID": "_nomad-task-a1-group-api-http-http", "ServiceName": "http", "Namespace": "default",
+               "JobID": "web", "AllocID": "a1", "NodeID": "n1", "Datacenter": "dc1", "Tags": [],
+               "Address": "127.0.0.1", "Port": 8080}
+        store.upsert("services", reg["ID"], dict(reg))
+        store.upsert("services", "other", dict(reg, ID="other", JobID="other"))
+        r = await c.get("/v1/job/web/services")
+        assert r.status_code == 200 and [s["ID"] for s in r.json()] == [reg["ID"]]
+        assert int(r.headers["X-Nomad-Index"]) >= 1
+
+    run(t)
