@@ -15,6 +15,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import ApiError
 from . import cluster, events, jobs, scale, variables
@@ -42,6 +43,31 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     return PlainTextResponse(f"{type(exc).__name__}: {exc}", status_code=500)
 
 
+# Answered by the local agent in Nomad, so `?region=` never forwards them anywhere.
+_AGENT_LOCAL = ("/v1/agent/", "/v1/status/", "/v1/regions", "/v1/client/")
+
+
+class RegionCheck:
+    """`?region=` naming a region devcluster is not: Nomad's RPC forwarding finds no server there
+    and answers 500 "No path to region" (structs.ErrNoRegionPath). Job writes map "global" to the
+    agent's region first (job_endpoint.go regionForJob). Pure ASGI so streams pass untouched."""
+
+    def __init__(self, app: ASGIApp, region: str) -> None:
+        self.app, self.region = app, region
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            request = Request(scope)
+            wanted = request.query_params.get("region", "")
+            path = scope.get("path", "")
+            job_write = request.method in ("PUT", "POST") and path.startswith("/v1/job")
+            if wanted and wanted != self.region and not path.startswith(_AGENT_LOCAL) \
+                    and not (job_write and wanted == "global"):
+                await PlainTextResponse("No path to region", status_code=500)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def build_app(ctx: Ctx) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -56,6 +82,7 @@ def build_app(ctx: Ctx) -> Starlette:
     routes = jobs.ROUTES + scale.ROUTES + cluster.ROUTES + events.ROUTES + variables.ROUTES
     app = Starlette(routes=routes, exception_handlers={ApiError: _api_error, HTTPException: _http_error, Exception: _internal_error}, lifespan=lifespan)
     app.state.ctx = ctx
+    app.add_middleware(RegionCheck, region=ctx.config.server.region)
     return app
 
 

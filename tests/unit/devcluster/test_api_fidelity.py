@@ -135,3 +135,18 @@ def test_job_services_endpoint() -> None:
         assert int(r.headers["X-Nomad-Index"]) >= 1
 
     run(t)
+
+
+def test_unknown_region_has_no_path() -> None:
+    """rpc.go forward: a region without servers is structs.ErrNoRegionPath ("No path to region")."""
+    async def t(c: Client, store: Store) -> None:
+        r = await c.get("/v1/jobs", params={"region": "eu"})
+        assert (r.status_code, r.text) == (500, "No path to region")
+        assert (await c.get("/v1/jobs", params={"region": "r1"})).status_code == 200
+        assert (await c.get("/v1/regions", params={"region": "eu"})).json() == ["r1"]  # agent-local
+        # Job writes map "global" to the agent's own region (job_endpoint.go regionForJob).
+        job = await parsed_job(c)
+        assert (await c.post("/v1/jobs", params={"region": "global"}, json={"Job": job})).status_code == 200
+        assert (await c.get("/v1/job/web", params={"region": "global"})).status_code == 500
+
+    run(t, {"server": {"region": "r1"}})
