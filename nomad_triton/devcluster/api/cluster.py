@@ -190,15 +190,21 @@ async def _follow(ctx: Ctx, alloc_id: str, path: Path, task: str, kind: str, pos
 async def deployment_action(request: Request) -> Response:
     ctx = _ctx(request)
     dep_id = request.path_params["id"]
+    promote = request.url.path.startswith("/v1/deployment/promote/")
+    body: dict[str, Any] = {}
+    if promote:
+        # deployment_endpoint.go deploymentPromote checks its body before the lookup; fail takes none.
+        body = await read_json(request)
+        if not body.get("DeploymentID"):
+            raise ApiError(400, "DeploymentID must be specified")
+        if body["DeploymentID"] != dep_id:
+            raise ApiError(400, "Deployment ID does not match")
     dep = ctx.store.get("deployments", dep_id)
     if dep is None:
         raise ApiError(404, "deployment not found")
     ctx.require_ns(request, dep.get("Namespace", "default"), "submit-job")
-    body = await read_json(request, required=False)
-    if body.get("DeploymentID", dep_id) != dep_id:
-        raise ApiError(400, "Deployment ID does not match")
     runtime = _need_runtime(ctx)
-    if request.url.path.startswith("/v1/deployment/promote/"):
+    if promote:
         groups = None if body.get("All") or not body.get("Groups") else list(body["Groups"])
         ev = await _maybe_await(runtime.promote_deployment(dep_id, groups))
     else:

@@ -150,3 +150,18 @@ def test_unknown_region_has_no_path() -> None:
         assert (await c.get("/v1/job/web", params={"region": "global"})).status_code == 500
 
     run(t, {"server": {"region": "r1"}})
+
+
+def test_promote_requires_body_deployment_id_fail_takes_none() -> None:
+    """deployment_endpoint.go: promote decodes its body and checks DeploymentID before the lookup."""
+    async def t(c: Client, store: Store) -> None:
+        r = await c.post("/v1/deployment/promote/d1", json={"All": True})
+        assert (r.status_code, r.text) == (400, "DeploymentID must be specified")
+        r = await c.post("/v1/deployment/promote/d1", json={"DeploymentID": "d2", "All": True})
+        assert (r.status_code, r.text) == (400, "Deployment ID does not match")
+        r = await c.post("/v1/deployment/promote/d1", json={"DeploymentID": "d1", "All": True})
+        assert (r.status_code, r.text) == (404, "deployment not found")
+        r = await c.post("/v1/deployment/fail/d1")  # no body at all, as Nomad's deploymentFail reads none
+        assert (r.status_code, r.text) == (404, "deployment not found")
+
+    run(t)
