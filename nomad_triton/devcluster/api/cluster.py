@@ -61,11 +61,18 @@ def _listing(table: str, *, cap: str = "read-job", stub: Any = None, ns_scoped: 
                          if ctx.authorizer.allow_namespace(token, i.get("Namespace", "default"), cap)]
             items = prefix_filter(items, request)
             items.sort(key=lambda i: i.get("CreateIndex", 0))
-            return [stub(i) if stub else i for i in items], ctx.store.max_index((table,))
+            return [stub(i, request) if stub else i for i in items], ctx.store.max_index((table,))
 
         return await blocking_reply(ctx, request, (table,), produce)
 
     return handler
+
+
+def _alloc_list_stub(alloc: dict[str, Any], request: Request) -> dict[str, Any]:
+    """alloc_endpoint.go AllocsRequest: `resources` / `task_states` select stub fields (parseBool)."""
+    task_states = request.query_params.get("task_states", "") == "" or \
+        query_bool(request, "task_states", strict=True)
+    return alloc_stub(alloc, resources=query_bool(request, "resources", strict=True), task_states=task_states)
 
 
 def _item(table: str, not_found: str, *, cap: str = "read-job", ns_scoped: bool = True) -> Any:
@@ -101,8 +108,8 @@ def _by_prefix(ctx: Ctx, table: str, prefix: str) -> dict[str, Any] | None:
 async def alloc_stop(request: Request) -> Response:
     ctx = _ctx(request)
     alloc = ctx.store.get("allocs", request.path_params["id"])
-    if alloc is None:
-        raise ApiError(404, "alloc not found")
+    if alloc is None:  # alloc_endpoint.go allocStop: CodedError(404, allocNotFoundErr)
+        raise ApiError(404, "allocation not found")
     ctx.require_ns(request, alloc.get("Namespace", "default"), "alloc-lifecycle")
     ev = await _maybe_await(_need_runtime(ctx).stop_alloc(alloc["ID"]))
     return reply({"EvalID": ev["ID"], "Index": ev.get("CreateIndex", ctx.store.index)}, ctx.store.index)
@@ -370,7 +377,7 @@ async def token_self(request: Request) -> Response:
 ROUTES = [
     Route("/v1/evaluations", _listing("evals"), methods=["GET"]),
     Route("/v1/evaluation/{id}", _item("evals", "eval not found"), methods=["GET"]),
-    Route("/v1/allocations", _listing("allocs", stub=alloc_stub), methods=["GET"]),
+    Route("/v1/allocations", _listing("allocs", stub=_alloc_list_stub), methods=["GET"]),
     Route("/v1/allocation/{id}/stop", alloc_stop, methods=["POST", "PUT"]),
     Route("/v1/allocation/{id}", _item("allocs", "alloc not found"), methods=["GET"]),
     Route("/v1/client/allocation/{id}/stop", alloc_stop, methods=["POST", "PUT"]),

@@ -54,8 +54,15 @@ def get_job(store: Store, ns: str, job_id: str) -> dict[str, Any]:
     return job
 
 
-def alloc_stub(alloc: dict[str, Any]) -> dict[str, Any]:
+def alloc_stub(alloc: dict[str, Any], *, resources: bool = False, task_states: bool = True) -> dict[str, Any]:
+    """Nomad's Allocation.Stub(fields): AllocatedResources only when asked for (`?resources=true`
+    on /v1/allocations; never on job/deployment allocation lists), TaskStates unless
+    `?task_states=false`. A client reading ports from a stub works nowhere but here otherwise."""
     stub = {k: alloc.get(k) for k in STUB_ALLOC_KEYS if k in alloc}
+    if not resources:
+        stub.pop("AllocatedResources", None)
+    if not task_states:
+        stub["TaskStates"] = None
     job = alloc.get("Job") or {}
     stub.setdefault("JobType", job.get("Type"))
     stub.setdefault("JobVersion", job.get("Version"))

@@ -165,3 +165,28 @@ def test_promote_requires_body_deployment_id_fail_takes_none() -> None:
         assert (r.status_code, r.text) == (404, "deployment not found")
 
     run(t)
+
+
+def test_alloc_list_stubs_select_fields_like_nomad() -> None:
+    """Allocation.Stub(fields): no AllocatedResources unless ?resources=true (job allocation lists
+    never carry it), TaskStates dropped by ?task_states=false; allocStop's 404 "allocation not found"."""
+    async def t(c: Client, store: Store) -> None:
+        alloc = {"ID": "a1", "EvalID": "e1", "Name": "web.api[0]", "Namespace": "default", "NodeID": "n1",
+                 "JobID": "web", "TaskGroup": "api", "DesiredStatus": "run", "ClientStatus": "running",
+                 "TaskStates": {"srv": {"State": "running"}}, "CreateIndex": 5, "ModifyIndex": 5,
+                 "AllocatedResources": {"Shared": {"Ports": [{"Label": "http", "Value": 2000}]}},
+                 "Job": {"Type": "service", "Version": 0}}
+        store.upsert("allocs", "a1", alloc)
+        plain = (await c.get("/v1/allocations")).json()[0]
+        assert "AllocatedResources" not in plain and plain["TaskStates"] and plain["JobType"] == "service"
+        assert "AllocatedResources" not in (await c.get("/v1/job/web/allocations")).json()[0]
+        rich = (await c.get("/v1/allocations", params={"resources": "true", "task_states": "false"})).json()[0]
+        assert rich["AllocatedResources"]["Shared"]["Ports"][0]["Value"] == 2000 and rich["TaskStates"] is None
+        r = await c.get("/v1/allocations", params={"resources": "yes"})
+        assert r.status_code == 500 and r.text.startswith('Failed to parse value of "resources" (yes)')
+        full = (await c.get("/v1/allocation/a1")).json()
+        assert full["AllocatedResources"]["Shared"]["Ports"][0]["Value"] == 2000
+        r = await c.post("/v1/allocation/nope/stop")
+        assert (r.status_code, r.text) == (404, "allocation not found")
+
+    run(t)
