@@ -70,10 +70,10 @@ def _parse_cas(request: Request) -> int | None:
     raw = request.query_params.get("cas")
     if raw is None or raw == "":
         return None
-    try:
-        return int(raw)
-    except ValueError:
-        raise ApiError(400, f"can not parse cas: {raw!r}") from None
+    if not (raw.isascii() and raw.isdigit()):  # ParseUint: digits only, no sign or spaces
+        # variable_endpoint.go parseCAS: strconv.ParseUint's error after Nomad's prefix
+        raise ApiError(400, f'can not parse cas: strconv.ParseUint: parsing "{raw}": invalid syntax')
+    return int(raw)
 
 
 def _conflict(var: dict[str, Any] | None, key: tuple[str, str], with_items: bool = False) -> Response:
@@ -100,6 +100,8 @@ async def var_item(request: Request) -> Response:
     path = request.path_params["path"]
     if not path:
         raise ApiError(400, "missing variable path")
+    if request.method not in ("GET", "PUT", "POST", "DELETE"):
+        raise ApiError(400, "Invalid method")  # VariableSpecificRequest answers 400 here, not 405
     qp = request.query_params
     body: dict[str, Any] = {}
     if request.method in ("PUT", "POST"):
@@ -205,5 +207,5 @@ async def expire_locks_forever(ctx: Ctx, poll_s: float = 1.0) -> None:
 
 ROUTES = [
     Route("/v1/vars", vars_list, methods=["GET"]),
-    Route("/v1/var/{path:path}", var_item, methods=["GET", "PUT", "POST", "DELETE"]),
+    Route("/v1/var/{path:path}", var_item, methods=["GET", "PUT", "POST", "DELETE", "PATCH", "OPTIONS"]),
 ]

@@ -190,3 +190,17 @@ def test_alloc_list_stubs_select_fields_like_nomad() -> None:
         assert (r.status_code, r.text) == (404, "allocation not found")
 
     run(t)
+
+
+def test_variable_cas_and_method_errors() -> None:
+    """variable_endpoint.go: parseCAS wraps strconv.ParseUint's error; an unknown method is a 400."""
+    async def t(c: Client, store: Store) -> None:
+        for bad in ("x", "-1"):
+            r = await c.put("/v1/var/a/b", params={"cas": bad}, json={"Items": {"k": "v"}})
+            assert (r.status_code, r.text) == (
+                400, f'can not parse cas: strconv.ParseUint: parsing "{bad}": invalid syntax')
+        assert (await c.put("/v1/var/a/b", params={"cas": "0"}, json={"Items": {"k": "v"}})).status_code == 200
+        r = await c.patch("/v1/var/a/b", json={"Items": {"k": "v"}})
+        assert (r.status_code, r.text) == (400, "Invalid method")
+
+    run(t)
