@@ -84,13 +84,13 @@ def _replay(trace: Path, min_count: int, max_count: int, as_json: bool) -> None:
     print(f"{len(decisions)} scale actions")
 
 
-def _job_bounds(client, job: str, group: str) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+def _job_bounds(client, job: str, group: str, as_json: bool) -> tuple[int, int]:  # type: ignore[no-untyped-def]
     """min/max of the group's scaling block (Nomad enforces them; the policy must agree)."""
     for tg in client.job(job).get("TaskGroups") or []:
         if tg.get("Name") == group:
             sc = tg.get("Scaling") or {}
             return int(sc.get("Min") or 0), int(sc.get("Max") or tg.get("Count") or 1)
-    fail(f"job {job!r} has no task group {group!r}", EXIT_BAD_INPUT)
+    fail(f"job {job!r} has no task group {group!r}", EXIT_BAD_INPUT, as_json)
 
 
 @app.command("run")
@@ -122,12 +122,15 @@ def run(
 
     if (interval is not None and interval <= 0) or (duration is not None and duration <= 0):
         fail("--interval and --duration must be > 0", EXIT_BAD_INPUT, as_json)
-    client = NomadClient.from_env(address=address)
+    try:
+        client = NomadClient.from_env(address=address)
+    except ValueError as exc:  # a malformed --address/NOMAD_ADDR is bad input, not an outage
+        fail(str(exc), EXIT_BAD_INPUT, as_json)
     try:
         if spec is not None:
             cfg = ScalingPolicyConfig.from_spec(load_spec_or_exit(spec, [], [], as_json).scaling)
         else:
-            lo, hi = _job_bounds(client, job, group)
+            lo, hi = _job_bounds(client, job, group, as_json)
             cfg = ScalingPolicyConfig(min_count=lo, max_count=hi)
     except NomadError as exc:
         fail(f"autoscale {job}: {exc}", EXIT_FAILED, as_json)

@@ -30,7 +30,9 @@ def _parse_endpoint(raw: str, models: tuple[str, ...]) -> Endpoint:
     return Endpoint(alloc_id=alloc, http=http, metrics=metrics or None, models=models)
 
 
-def _discover(job: str | None, group: str | None, models: tuple[str, ...], address: str | None) -> list[Endpoint]:
+def _discover(
+    job: str | None, group: str | None, models: tuple[str, ...], address: str | None, as_json: bool
+) -> list[Endpoint]:
     from nomad_triton.nomad.client import NomadClient
     from nomad_triton.nomad.errors import NomadError
     from nomad_triton.probe.discovery import job_endpoints
@@ -43,7 +45,9 @@ def _discover(job: str | None, group: str | None, models: tuple[str, ...], addre
             client.job(job)  # Nomad lists no allocations for an unknown job: say which it is
         return endpoints
     except NomadError as exc:
-        fail(f"probe {job}: {exc}", EXIT_FAILED)
+        fail(f"probe {job}: {exc}", EXIT_FAILED, as_json)
+    except ValueError as exc:  # a malformed --address/NOMAD_ADDR is bad input, not an outage
+        fail(str(exc), EXIT_BAD_INPUT, as_json)
 
 
 def _fmt(v: float | None, scale: float = 1.0, digits: int = 1) -> str:
@@ -120,7 +124,7 @@ def probe(
         fail(str(exc), EXIT_BAD_INPUT, as_json)
 
     def endpoints_fn() -> list[Endpoint]:
-        return fixed if fixed else _discover(job, group, models, address)
+        return fixed if fixed else _discover(job, group, models, address, as_json)
 
     async def run() -> list[Observation]:
         async with Prober(timeout_s=timeout) as prober:

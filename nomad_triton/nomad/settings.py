@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from urllib.parse import urlsplit
 
 DEFAULT_ADDR = "http://127.0.0.1:4646"
 
@@ -36,6 +37,25 @@ def parse_bool(value: str) -> bool:
     if v in ("0", "f", "F", "FALSE", "false", "False", ""):
         return False
     raise ValueError(f"NOMAD_SKIP_VERIFY: not a boolean: {value!r}")
+
+
+def check_address(address: str, source: str) -> str:
+    """`address` without trailing '/', or ValueError naming `source` (NOMAD_ADDR or -address).
+
+    Why up front: a malformed address is bad input (exit 2, one line naming where it came from);
+    left to requests it surfaces as an opaque per-request failure that looks like an outage.
+    """
+    hint = "expected http://host:port or https://host:port"
+    try:
+        parts = urlsplit(address)
+        port = parts.port  # raises ValueError when out of range or not a number
+    except ValueError as exc:
+        raise ValueError(f"{source}: invalid address {address!r}: {exc} ({hint})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{source}: invalid address {address!r} ({hint})")
+    if port == 0:
+        raise ValueError(f"{source}: invalid address {address!r}: port 0 ({hint})")
+    return address.rstrip("/")
 
 
 @dataclass(frozen=True)
@@ -76,7 +96,8 @@ class ConnectionSettings:
             if value is not None:
                 values[key] = value
         settings = cls(**values)  # type: ignore[arg-type]
-        return replace(settings, address=settings.address.rstrip("/"))
+        source = "--address" if overrides.get("address") is not None else "NOMAD_ADDR"
+        return replace(settings, address=check_address(settings.address, source))
 
     @property
     def secure(self) -> bool:
