@@ -75,6 +75,7 @@ def watch(
         if live:
             live.__enter__()
         with nomad_errors(as_json):
+            conn.client.job(job)  # Nomad lists [] allocations for an unknown job: fail like `nomad job status`
             while time.monotonic() < deadline:
                 wait = min(30.0, max(0.05, deadline - time.monotonic()))
                 allocs, index = conn.client.blocking_get(f"job/{job}/allocations", index, wait)
