@@ -243,16 +243,21 @@ def write_namespace(request: Request, body: dict[str, Any], job: dict[str, Any] 
 def blocking_params(request: Request) -> tuple[int, float]:
     """(min_index, wait seconds incl. jitter) from `?index=&wait=`; index 0 means do not block."""
     qp = request.query_params
-    try:
-        min_index = int(qp.get("index", "0") or 0)
-    except ValueError:
-        raise ApiError(400, f"Invalid index: {qp.get('index')!r}") from None
+    # http.go parseWait: time.ParseDuration (a unit is required except for "0") and
+    # strconv.ParseUint, each failure a bare 400 "Invalid wait time" / "Invalid index".
     wait = DEFAULT_WAIT_S
-    if qp.get("wait"):
+    raw_wait = qp.get("wait", "")
+    if raw_wait:
+        if re.fullmatch(r"\d+(?:\.\d+)?", raw_wait) and raw_wait != "0":
+            raise ApiError(400, "Invalid wait time")
         try:
-            wait = parse_duration(qp["wait"])
+            wait = parse_duration(raw_wait)
         except ValueError:
-            raise ApiError(400, f"Invalid wait time: {qp['wait']!r}") from None
+            raise ApiError(400, "Invalid wait time") from None
+    raw_index = qp.get("index", "")
+    if raw_index and not (raw_index.isascii() and raw_index.isdigit()):
+        raise ApiError(400, "Invalid index")
+    min_index = int(raw_index or 0)
     wait = min(wait, MAX_WAIT_S)
     wait += random.uniform(0, wait / JITTER_FRACTION)
     return min_index, wait

@@ -204,3 +204,19 @@ def test_variable_cas_and_method_errors() -> None:
         assert (r.status_code, r.text) == (400, "Invalid method")
 
     run(t)
+
+
+def test_blocking_query_parameter_errors() -> None:
+    """http.go parseWait: ?wait is time.ParseDuration (unit required), ?index is ParseUint; bare 400s."""
+    async def t(c: Client, store: Store) -> None:
+        for params, text in (({"index": "1", "wait": "30"}, "Invalid wait time"),
+                             ({"index": "1", "wait": "soon"}, "Invalid wait time"),
+                             ({"index": "-1"}, "Invalid index"), ({"index": "x"}, "Invalid index")):
+            r = await c.get("/v1/jobs", params=params)
+            assert (r.status_code, r.text) == (400, text), params
+        r = await c.get("/v1/jobs", params={"index": "0", "wait": "0"})
+        assert r.status_code == 200 and r.json() == []
+        r = await c.get("/v1/jobs", params={"index": "1", "wait": "10ms"})
+        assert r.status_code == 200 and int(r.headers["X-Nomad-Index"]) >= 1
+
+    run(t)
