@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -432,6 +432,21 @@ class DeploymentSpec(_Strict):
             if not dc or any(c.isspace() for c in dc):
                 raise ValueError(f"invalid datacenter {dc!r}")
         return value
+
+    @field_validator("env", "meta", mode="before")
+    @classmethod
+    def _scalars_as_strings(cls, value: Any) -> Any:
+        """`OMP_NUM_THREADS = 2` / `--set env.X=1` mean the string, as in Nomad's HCL `env`/`meta` maps.
+
+        Why: `--set` reads values as TOML literals, so every numeric env value was refused with
+        "Input should be a valid string". Booleans are written the way HCL/Go would ("true").
+        """
+        if not isinstance(value, dict):
+            return value
+        return {
+            k: (str(v).lower() if isinstance(v, bool) else str(v)) if isinstance(v, int | float) else v
+            for k, v in value.items()
+        }
 
     @field_validator("env")
     @classmethod

@@ -236,7 +236,7 @@ def test_spec_policy_defaults_are_the_autoscalers_measured_defaults() -> None:
         ),
         ({"env": {"1BAD": "x"}}, "env", "invalid environment variable name"),
         ({"env": {"NOMAD_PORT_http": "1"}}, "env", "set by Nomad"),
-        ({"env": {"A": 1}}, "env.A", "valid string"),
+        ({"env": {"A": [1]}}, "env.A", "valid string"),
         ({"meta": {"a b": "x"}}, "meta", "invalid meta key"),
         ({"rollout": {"canaries": 1}}, "rollout.canaries", "did you mean 'canary'"),
         ({"gpu": {"count": 1}}, "gpu", "did you mean 'gpus'"),
