@@ -41,8 +41,12 @@ _register_all()
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point (usage errors as one line / JSON: nomad_triton.cli.usage)."""
+    import sys
+
+    from nomad_triton.cli import usage
+
+    sys.exit(usage.run(app))
 
 
 if __name__ == "__main__":
