@@ -88,11 +88,20 @@ async def parse(request: Request) -> Response:
     variables = body.get("Variables") or None
     try:
         job = _hcl().parse_job_hcl(text, variables=variables, canonicalize=bool(body.get("Canonicalize")))
-    except ApiError:
-        raise
+    except ApiError as exc:
+        if exc.status != 400:
+            raise
+        raise ApiError(400, _parse_failure(exc.message)) from None
     except Exception as exc:  # hclparse reports syntax/shape errors as exceptions
-        raise ApiError(400, str(exc)) from None
+        raise ApiError(400, _parse_failure(str(exc))) from None
     return reply(job, ctx.store.index)
+
+
+def _parse_failure(detail: str) -> str:
+    """JobsParseRequest's text: CodedError(400, "Failed to parse job: " + jobspec2's diagnostics),
+    e.g. "Failed to parse job: input.hcl:2,5-6: Invalid expression; ..." (hclparse says
+    "error parsing: <diagnostics>" for the same failure)."""
+    return "Failed to parse job: " + detail.removeprefix("error parsing: ")
 
 
 async def validate(request: Request) -> Response:

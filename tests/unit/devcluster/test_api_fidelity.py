@@ -220,3 +220,13 @@ def test_blocking_query_parameter_errors() -> None:
         assert r.status_code == 200 and int(r.headers["X-Nomad-Index"]) >= 1
 
     run(t)
+
+
+def test_parse_failure_text_is_jobs_parse_requests() -> None:
+    """JobsParseRequest: 400 "Failed to parse job: <jobspec2 diagnostics>" (input.hcl:line,col)."""
+    async def t(c: Client, store: Store) -> None:
+        r = await c.post("/v1/jobs/parse", json={"JobHCL": 'job "j" {\n  x = = 1\n}\n'})
+        assert r.status_code == 400
+        assert r.text.startswith("Failed to parse job: input.hcl:2") and "error parsing" not in r.text
+
+    run(t)
