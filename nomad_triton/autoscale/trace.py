@@ -54,8 +54,8 @@ _REQUIRED = ("name", "duration_s", "arrivals", "service_rate", "startup_s", "ini
 def load_trace(path: str | Path) -> LoadTrace:
     p = Path(path)
     try:
-        raw = json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+        raw = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # ValueError: JSONDecodeError and UnicodeDecodeError
         raise TraceError(f"{p}: cannot read trace: {exc}") from None
     if not isinstance(raw, dict):
         raise TraceError(f"{p}: trace must be a JSON object")
@@ -76,8 +76,12 @@ def load_trace(path: str | Path) -> LoadTrace:
     except TypeError as exc:
         raise TraceError(f"{p}: {exc}") from None
     for key in ("duration_s", "service_rate", "tick_s"):
-        if not float(getattr(trace, key)) > 0:
-            raise TraceError(f"{p}: field '{key}' must be > 0")
+        try:
+            positive = float(getattr(trace, key)) > 0
+        except (TypeError, ValueError):
+            positive = False
+        if not positive:
+            raise TraceError(f"{p}: field '{key}' must be a number > 0")
     return trace
 
 
@@ -92,8 +96,8 @@ def read_observations(path: str | Path) -> list[Observation]:
     p = Path(path)
     out: list[Observation] = []
     try:
-        lines = p.read_text().splitlines()
-    except OSError as exc:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
         raise TraceError(f"{p}: cannot read trace: {exc}") from None
     for i, line in enumerate(lines, 1):
         if not line.strip():

@@ -278,6 +278,8 @@ def load_config(path: str | Path | None) -> DevclusterConfig:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:  # a ValueError, not an OSError: was a traceback
+        raise ConfigError(f"{p}: cannot read: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
