@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from ..config import DevclusterConfig
 from ..errors import ApiError
@@ -277,7 +277,19 @@ async def blocking_reply(
     """
     tables = tuple(tables)
     min_index, wait = blocking_params(request)
-    body, index = produce()
+
+    def attempt() -> tuple[Any, int, ApiError | None]:
+        # A 404 is a query result too: Nomad runs the blocking query (waiting for the object to
+        # appear) and sets X-Nomad-Index/KnownLeader/LastContact before the handler answers 404.
+        try:
+            body, index = produce()
+            return body, index, None
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            return None, ctx.store.max_index(tables), exc
+
+    body, index, missing = attempt()
     if min_index > 0:
         deadline = time.monotonic() + wait
         while index <= min_index:
@@ -287,7 +299,9 @@ async def blocking_reply(
             if ctx.closing:
                 break
             await ctx.store.wait_for_change(tables, ctx.store.max_index(tables), min(remaining, SLICE_S))
-            body, index = produce()
+            body, index, missing = attempt()
+    if missing is not None:
+        return PlainTextResponse(missing.message, status_code=404, headers=meta_headers(index))
     return reply(body, index)
 
 

@@ -6,6 +6,9 @@ devcluster answers differently (status code, error text, which namespace a write
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 from test_api_http import Client, parsed_job, run
 
 from nomad_triton.devcluster.store import Store
@@ -228,5 +231,34 @@ def test_parse_failure_text_is_jobs_parse_requests() -> None:
         r = await c.post("/v1/jobs/parse", json={"JobHCL": 'job "j" {\n  x = = 1\n}\n'})
         assert r.status_code == 400
         assert r.text.startswith("Failed to parse job: input.hcl:2") and "error parsing" not in r.text
+
+    run(t)
+
+
+def test_missing_object_is_a_blocking_query_result_with_meta_headers() -> None:
+    """setMeta runs before jobQuery's 404, and ?index= blocks until the object can exist: a client
+    waiting for a job to appear blocks instead of spinning on instant 404s."""
+    async def t(c: Client, store: Store) -> None:
+        r = await c.get("/v1/job/web")
+        assert (r.status_code, r.text) == (404, "job not found")
+        index = int(r.headers["X-Nomad-Index"])
+        assert index >= 1 and r.headers["X-Nomad-KnownLeader"] == "true"
+        job = await parsed_job(c)
+
+        async def later() -> float:
+            await asyncio.sleep(0.3)
+            await c.post("/v1/jobs", json={"Job": job})
+            return time.monotonic()
+
+        writer = asyncio.create_task(later())
+        t0 = time.monotonic()
+        r = await c.get("/v1/job/web", params={"index": index, "wait": "5s"})
+        done, changed_at = time.monotonic(), await writer
+        assert r.status_code == 200 and r.json()["ID"] == "web"
+        assert done - t0 >= 0.25 and done - changed_at < 0.5
+        # Still missing when the wait runs out: 404 after about `wait`, with the index header.
+        t0 = time.monotonic()
+        r = await c.get("/v1/deployment/nope", params={"index": 10_000, "wait": "200ms"})
+        assert r.status_code == 404 and 0.19 <= time.monotonic() - t0 < 1.0 and "X-Nomad-Index" in r.headers
 
     run(t)
