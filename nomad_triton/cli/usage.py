@@ -15,6 +15,8 @@ import typer
 
 from nomad_triton.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, fail
 
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what typer and shells use
+
 # typer >= 0.20 vendors click (typer._click); reach its exception classes through public names.
 _USAGE_ERROR: type[Exception] = typer.BadParameter.__mro__[1]
 _CLICK_EXCEPTION: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
@@ -45,4 +47,6 @@ def run(app: typer.Typer, args: Sequence[str] | None = None) -> int:
         return _report(_one_line(exc), getattr(exc, "exit_code", 0) or EXIT_BAD_INPUT, as_json)
     except typer.Abort:
         return _report("aborted", EXIT_FAILED, as_json)
+    if code == EXIT_INTERRUPTED:  # typer turned an unhandled Ctrl-C into exit 130 without a word
+        return _report("interrupted", EXIT_INTERRUPTED, as_json)
     return code if isinstance(code, int) else 0

@@ -41,3 +41,18 @@ def test_help_and_command_exit_codes_pass_through(capsys: pytest.CaptureFixture[
     assert "Usage: nomad-triton" in capsys.readouterr().out
     assert usage.run(app, ["render", "/nonexistent/spec.toml", "--json"]) == 2  # the command's own fail()
     assert json.loads(capsys.readouterr().err)["source"] == "/nonexistent/spec.toml"
+
+
+def test_unhandled_ctrl_c_is_a_json_line_exit_130(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A command without its own KeyboardInterrupt handling (probe) used to exit 130 silently."""
+    from nomad_triton.cli import probe
+
+    def interrupted(coro: object, *_a: object, **_k: object) -> None:
+        coro.close()  # type: ignore[attr-defined]
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(probe.asyncio, "run", interrupted)
+    assert usage.run(app, ["probe", "--endpoint", "a=127.0.0.1:1", "--json"]) == 130
+    assert json.loads(capsys.readouterr().err) == {"error": "interrupted", "exit_code": 130}
