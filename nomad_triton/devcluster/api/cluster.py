@@ -82,9 +82,9 @@ def _item(table: str, not_found: str, *, cap: str = "read-job", ns_scoped: bool 
         token = ctx.token(request)
 
         def produce() -> tuple[Any, int]:
+            # Exact IDs only: Nomad's AllocByID/EvalByID/DeploymentByID/NodeByID do no prefix
+            # matching (its CLI expands short IDs through `?prefix=` on the list endpoints).
             obj = ctx.store.get(table, key)
-            if obj is None:
-                obj = _by_prefix(ctx, table, key)
             if obj is None:
                 raise ApiError(404, not_found)
             if ns_scoped:
@@ -97,12 +97,6 @@ def _item(table: str, not_found: str, *, cap: str = "read-job", ns_scoped: bool 
         return await blocking_reply(ctx, request, (table,), produce)
 
     return handler
-
-
-def _by_prefix(ctx: Ctx, table: str, prefix: str) -> dict[str, Any] | None:
-    """Nomad accepts unambiguous ID prefixes (>= 1 char) on reads of evals/allocs/deployments."""
-    hits = [o for k, o in ctx.store.tables[table].items() if isinstance(k, str) and k.startswith(prefix)]
-    return hits[0] if len(hits) == 1 else None
 
 
 async def alloc_stop(request: Request) -> Response:

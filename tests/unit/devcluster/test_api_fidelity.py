@@ -262,3 +262,17 @@ def test_missing_object_is_a_blocking_query_result_with_meta_headers() -> None:
         assert r.status_code == 404 and 0.19 <= time.monotonic() - t0 < 1.0 and "X-Nomad-Index" in r.headers
 
     run(t)
+
+
+def test_item_reads_take_exact_ids_lists_take_prefixes() -> None:
+    """AllocByID/EvalByID are exact lookups: a short ID is 404; `?prefix=` on the list finds it."""
+    async def t(c: Client, store: Store) -> None:
+        out = (await c.post("/v1/jobs", json={"Job": await parsed_job(c)})).json()
+        eval_id = out["EvalID"]
+        assert (await c.get(f"/v1/evaluation/{eval_id}")).status_code == 200
+        r = await c.get(f"/v1/evaluation/{eval_id[:8]}")
+        assert (r.status_code, r.text) == (404, "eval not found")
+        listed = (await c.get("/v1/evaluations", params={"prefix": eval_id[:8]})).json()
+        assert [e["ID"] for e in listed] == [eval_id]
+
+    run(t)
