@@ -220,14 +220,14 @@ async def deployment_action(request: Request) -> Response:
 async def deployment_allocs(request: Request) -> Response:
     ctx = _ctx(request)
     dep_id = request.path_params["id"]
+    # nomad/deployment_endpoint.go Allocations: read-job on the request's namespace, then
+    # AllocsByDeployment filtered to that namespace; an unknown deployment is simply [] (no 404).
+    ns = ctx.namespace(request)
+    ctx.require_ns(request, ns, "read-job")
 
     def produce() -> tuple[Any, int]:
-        dep = ctx.store.get("deployments", dep_id)
-        if dep is None:
-            raise ApiError(404, "deployment not found")
-        if not ctx.authorizer.allow_namespace(ctx.token(request), dep.get("Namespace", "default"), "read-job"):
-            raise ApiError(403, "Permission denied")
-        allocs = [alloc_stub(a) for a in ctx.store.list("allocs") if a.get("DeploymentID") == dep_id]
+        allocs = [alloc_stub(a) for a in ctx.store.list("allocs") if a.get("DeploymentID") == dep_id
+                  and a.get("Namespace", "default") == ns]
         return allocs, ctx.store.max_index(("allocs",))
 
     return await blocking_reply(ctx, request, ("allocs", "deployments"), produce)

@@ -276,3 +276,16 @@ def test_item_reads_take_exact_ids_lists_take_prefixes() -> None:
         assert [e["ID"] for e in listed] == [eval_id]
 
     run(t)
+
+
+def test_deployment_allocations_of_unknown_deployment_is_empty() -> None:
+    """Deployment.Allocations has no not-found case: AllocsByDeployment of an unknown ID is []."""
+    async def t(c: Client, store: Store) -> None:
+        r = await c.get("/v1/deployment/allocations/nope")
+        assert r.status_code == 200 and r.json() == [] and "X-Nomad-Index" in r.headers
+        store.upsert("allocs", "a1", {"ID": "a1", "Namespace": "default", "DeploymentID": "d1", "JobID": "web",
+                                      "ClientStatus": "running", "Job": {"Type": "service", "Version": 0}})
+        assert [a["ID"] for a in (await c.get("/v1/deployment/allocations/d1")).json()] == ["a1"]
+        assert (await c.get("/v1/deployment/allocations/d1", params={"namespace": "team"})).json() == []
+
+    run(t, {"server": {"namespaces": ["team"]}})
