@@ -68,6 +68,15 @@ def _ctx(request: Request) -> Ctx:
     return request.app.state.ctx
 
 
+def _require_job_region(ctx: Ctx, request: Request, body: dict[str, Any], job: dict[str, Any]) -> None:
+    """job_endpoint.go regionForJob: `?region=`, else the body's Region, else the job's Region picks
+    where the write is forwarded ("global" means the agent's own region). Another region has no
+    servers here: 500 "No path to region", as Nomad's RPC forwarding answers."""
+    wanted = request.query_params.get("region") or body.get("Region") or job.get("Region") or ""
+    if wanted and wanted not in ("global", ctx.config.server.region):
+        raise ApiError(500, "No path to region")
+
+
 def _canonical_and_valid(job: dict[str, Any]) -> tuple[dict[str, Any], str]:
     """Canonicalize and validate a submitted job; 400 with go-multierror text on errors."""
     hcl = _hcl()
@@ -149,6 +158,7 @@ async def register(request: Request, path_id: str | None = None) -> Response:
         raise ApiError(400, "Job ID hasn't been provided")
     if path_id is not None and job["ID"] != path_id:
         raise ApiError(400, "Job ID does not match name")
+    _require_job_region(ctx, request, body, job)
     ns = write_namespace(request, body, job)
     job["Namespace"] = ns
     ctx.require_ns(request, ns, "submit-job")
@@ -226,6 +236,7 @@ async def plan(request: Request) -> Response:
         raise ApiError(400, "Job must be specified")
     if job.get("ID") != request.path_params["job_id"]:
         raise ApiError(400, "Job ID does not match")
+    _require_job_region(ctx, request, body, job)
     ns = write_namespace(request, body, job)
     job["Namespace"] = ns
     ctx.require_ns(request, ns, "submit-job")

@@ -151,6 +151,12 @@ def test_unknown_region_has_no_path() -> None:
         job = await parsed_job(c)
         assert (await c.post("/v1/jobs", params={"region": "global"}, json={"Job": job})).status_code == 200
         assert (await c.get("/v1/job/web", params={"region": "global"})).status_code == 500
+        # Without ?region= the job's own Region picks the target region (regionForJob).
+        r = await c.post("/v1/jobs", json={"Job": dict(job, Region="eu")})
+        assert (r.status_code, r.text) == (500, "No path to region")
+        assert (await c.post("/v1/jobs", json={"Job": dict(job, Region="r1")})).status_code == 200
+        r = await c.post("/v1/job/web/plan", json={"Job": dict(job, Region="eu")})
+        assert (r.status_code, r.text) == (500, "No path to region")
 
     run(t, {"server": {"region": "r1"}})
 
