@@ -22,6 +22,7 @@ _UNITS_NS = {
     "m": 60 * 10**9,
     "h": 3600 * 10**9,
 }
+_MAX_NS = 2**63 - 1  # Go's time.Duration is an int64 of nanoseconds
 _PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 
 
@@ -43,6 +44,8 @@ def parse_duration(value: Any) -> timedelta:
             raise ValueError(f'invalid duration {value!r} (use e.g. "500ms", "10s", "5m", "1h30m")')
         total_ns += float(match.group(1)) * _UNITS_NS[match.group(2)]
         pos = match.end()
+    if total_ns > _MAX_NS:  # Go's ParseDuration refuses these too; timedelta would overflow (a traceback)
+        raise ValueError(f"invalid duration {value!r}: longer than Go's maximum (2562047h47m16s)")
     return timedelta(microseconds=total_ns / 1000)
 
 
