@@ -18,6 +18,7 @@ from nomad_triton.autoscale.policy import ScalingPolicyConfig
 from nomad_triton.autoscale.simulate import replay_observations, run_both
 from nomad_triton.autoscale.trace import TraceError, is_observation_trace, load_trace, read_observations
 from nomad_triton.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, JSON_OPT, emit_json, fail
+from nomad_triton.cli.connection import Connection, with_connection
 
 app = typer.Typer(help="Autoscale Triton task groups from their own metrics, or replay a policy on a trace.",
                   no_args_is_help=True)
@@ -94,6 +95,7 @@ def _job_bounds(client, job: str, group: str, as_json: bool) -> tuple[int, int]:
 
 
 @app.command("run")
+@with_connection
 def run(
     job: str = typer.Argument(..., help="Nomad job ID."),
     group: str = typer.Option("triton", "--group", help="Task group to scale."),
@@ -105,8 +107,8 @@ def run(
     duration: float = typer.Option(None, "--duration", help="Stop after this many seconds (default: run until SIGTERM)."),
     ha: bool = typer.Option(False, "--ha", help="Act only while holding a Nomad variable lock (run several replicas)."),
     lock_ttl: float = typer.Option(15.0, "--lock-ttl", help="Lock TTL in seconds (>= 10) with --ha."),
-    address: str = typer.Option(None, "--address", help="Nomad address (default NOMAD_ADDR)."),
     as_json: bool = JSON_OPT,
+    conn: Connection | None = None,
 ) -> None:
     """Autoscale JOB's GROUP from Triton's own metrics (no Prometheus server needed)."""
     import asyncio
@@ -117,15 +119,12 @@ def run(
 
     from nomad_triton.autoscale.controller import Controller, ControllerSettings
     from nomad_triton.cli.common import load_spec_or_exit
-    from nomad_triton.nomad.client import NomadClient
     from nomad_triton.nomad.errors import NomadError
 
+    assert conn is not None
     if (interval is not None and interval <= 0) or (duration is not None and duration <= 0):
         fail("--interval and --duration must be > 0", EXIT_BAD_INPUT, as_json)
-    try:
-        client = NomadClient.from_env(address=address)
-    except ValueError as exc:  # a malformed --address/NOMAD_ADDR is bad input, not an outage
-        fail(str(exc), EXIT_BAD_INPUT, as_json)
+    client = conn.client
     try:
         if spec is not None:
             cfg = ScalingPolicyConfig.from_spec(load_spec_or_exit(spec, [], [], as_json).scaling)

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from nomad_triton.autoscale.trace import append_observations
 from nomad_triton.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, JSON_OPT, emit_json, fail
+from nomad_triton.cli.connection import Connection, with_connection
 from nomad_triton.probe.observations import Endpoint, Observation
 from nomad_triton.probe.triton import Prober
 
@@ -31,23 +32,20 @@ def _parse_endpoint(raw: str, models: tuple[str, ...]) -> Endpoint:
 
 
 def _discover(
-    job: str | None, group: str | None, models: tuple[str, ...], address: str | None, as_json: bool
+    job: str | None, group: str | None, models: tuple[str, ...], conn: Connection, as_json: bool
 ) -> list[Endpoint]:
-    from nomad_triton.nomad.client import NomadClient
     from nomad_triton.nomad.errors import NomadError
     from nomad_triton.probe.discovery import job_endpoints
 
     assert job is not None
     try:
-        client = NomadClient.from_env(address=address)
+        client = conn.client
         endpoints = job_endpoints(client, job, group=group, models=models)
         if not endpoints:
             client.job(job)  # Nomad lists no allocations for an unknown job: say which it is
         return endpoints
     except NomadError as exc:
         fail(f"probe {job}: {exc}", EXIT_FAILED, as_json)
-    except ValueError as exc:  # a malformed --address/NOMAD_ADDR is bad input, not an outage
-        fail(str(exc), EXIT_BAD_INPUT, as_json)
 
 
 def _fmt(v: float | None, scale: float = 1.0, digits: int = 1) -> str:
@@ -97,6 +95,7 @@ async def _rounds(
         await asyncio.sleep(max(0.0, interval - (time.monotonic() - start)))
 
 
+@with_connection
 def probe(
     job: str = typer.Argument(None, help="Nomad job ID whose allocations to probe (omit with --endpoint)."),
     group: str = typer.Option(None, "--group", help="Only this task group."),
@@ -107,8 +106,8 @@ def probe(
     interval: float = typer.Option(1.0, "--interval", help="Seconds between rounds (rates need two)."),
     record: Path = typer.Option(None, "--record", help="Append every observation to this JSONL trace."),
     duration: float = typer.Option(None, "--duration", help="With --record: keep probing this many seconds."),
-    address: str = typer.Option(None, "--address", help="Nomad address (default NOMAD_ADDR)."),
     as_json: bool = JSON_OPT,
+    conn: Connection | None = None,
 ) -> None:
     """Probe Triton health, per-model readiness and load (rates over --interval) of a job's allocations."""
     if timeout <= 0 or interval <= 0 or (duration is not None and duration <= 0):
@@ -124,7 +123,8 @@ def probe(
         fail(str(exc), EXIT_BAD_INPUT, as_json)
 
     def endpoints_fn() -> list[Endpoint]:
-        return fixed if fixed else _discover(job, group, models, address, as_json)
+        assert conn is not None
+        return fixed if fixed else _discover(job, group, models, conn, as_json)
 
     async def run() -> list[Observation]:
         async with Prober(timeout_s=timeout) as prober:
