@@ -78,7 +78,9 @@ def scale(
     message: str = typer.Option(
         "scaled by nomad-triton", "--message", "-m", help="Recorded in the scaling event."
     ),
-    force: bool = typer.Option(False, "--force", help="Allow a count outside the group's scaling bounds."),
+    force: bool = typer.Option(
+        False, "--force", help="Skip the scaling-bounds pre-check (Nomad still enforces the job's scaling block)."
+    ),
     detach: bool = typer.Option(False, "--detach", help="Return once Nomad accepted the change; do not wait."),
     timeout: str = typer.Option("10m", "--timeout", help="Give up waiting for the rollout after this long."),
     as_json: bool = JSON_OPT,
@@ -104,7 +106,8 @@ def scale(
         outside = (lo is not None and count < lo) or (hi is not None and count > hi)
         if outside and not force:
             fail(
-                f"count {count} is outside group {group!r} scaling bounds [{lo}, {hi}] (use --force to override)",
+                f"count {count} is outside group {group!r} scaling bounds [{lo}, {hi}]; "
+                "raise scaling.min/max in the spec and deploy to change them",
                 EXIT_BAD_INPUT,
                 as_json,
             )
@@ -112,6 +115,8 @@ def scale(
             reply = conn.client.scale(job, group, count, message, meta={"previous": current, "forced": force})
         except errors.ScalingBlocked as exc:
             fail(f"{exc} (wait for it to finish, or fail it)", EXIT_FAILED, as_json)
+        except errors.BadRequest as exc:  # e.g. Nomad's own scaling-block bounds check
+            fail(f"Nomad refused scaling {job}/{group} to {count}: {exc}", EXIT_BAD_INPUT, as_json)
     record: dict[str, Any] = {
         "job": job,
         "group": group,

@@ -51,6 +51,9 @@ def test_deploy_happy_path_then_status_scale_stop(devcluster: Devcluster, tmp_pa
 
     refused = run_cli(["scale", "tri-happy", "5"], devcluster.addr)
     assert refused.code == 2 and "outside group 'triton' scaling bounds [1, 2]" in refused.err, refused.text
+    # --force skips only our pre-check: Nomad enforces the job's scaling block itself (bad input, exit 2).
+    forced = run_cli(["scale", "tri-happy", "5", "--force"], devcluster.addr)
+    assert forced.code == 2 and "scaling policy maximum" in forced.err, forced.text
     # Like `nomad job scale`, scale follows the rollout it starts: exit 0 means both are healthy.
     grown = run_cli(["scale", "tri-happy", "+1", "--timeout", "120s", "--json"], devcluster.addr)
     assert grown.code == 0, grown.text
