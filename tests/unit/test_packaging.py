@@ -19,3 +19,21 @@ def test_every_subpackage_is_listed_in_pyproject() -> None:
     }
     assert on_disk - listed == set(), "add these to [tool.setuptools] packages in pyproject.toml"
     assert "nomad_triton.templates" in listed and (ROOT / "templates" / "triton.nomad.hcl.j2").is_file()
+
+
+def test_toolkit_core_never_imports_devcluster() -> None:
+    # devcluster is a test/demo substrate; the toolkit must work against a real Nomad without it.
+    # Only its own CLI group (`nomad-triton dev`) may reach into it.
+    import ast
+
+    offenders = []
+    for path in (ROOT / "nomad_triton").rglob("*.py"):
+        rel = path.relative_to(ROOT).as_posix()
+        if rel.startswith("nomad_triton/devcluster/") or rel == "nomad_triton/cli/dev.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            offenders += [f"{rel}: {n}" for n in names if n.startswith("nomad_triton.devcluster")]
+    assert offenders == []
