@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -211,5 +212,8 @@ def test_port_in_use_fails_fast_after_bounded_retries(tmp_path: Path) -> None:
         blocker.close()
     assert code == 1, log[-3000:]
     assert log.count("error: triton failed to start: tritonserver exited while loading models") == 3, log[-3000:]
-    assert "retrying" in log and "Traceback" not in log
+    assert "retrying" in log
+    # No Python traceback of ours (one starts a line). tritonserver may log a model stub's failed
+    # handshake with an embedded, quoted traceback when its ports vanish mid-load: that is Triton's log.
+    assert not re.search(r"^Traceback \(most recent call last\):", log, re.MULTILINE), log[-3000:]
     assert took < 90, took  # PyTriton alone would poll the dead server for 120 s per attempt
