@@ -11,13 +11,12 @@ from enum import StrEnum
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from nomad_triton.autoscale.policy import ScalingPolicyConfig
 from nomad_triton.autoscale.simulate import replay_observations, run_both
 from nomad_triton.autoscale.trace import TraceError, is_observation_trace, load_trace, read_observations
-from nomad_triton.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, JSON_OPT, emit_json, fail
+from nomad_triton.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, JSON_OPT, emit_json, fail, table_console
 from nomad_triton.cli.connection import Connection, with_connection
 
 app = typer.Typer(help="Autoscale Triton task groups from their own metrics, or replay a policy on a trace.",
@@ -59,7 +58,7 @@ def simulate(
         s = r.summary()
         table.add_row(*(str(s[k]) for k in ("policy", "replica_seconds", "slo_violation_s", "scale_actions",
                                              "reversals", "max_replicas")))
-    Console().print(table)
+    table_console().print(table)
     if len(results) == 2 and results[1].replica_seconds:
         print(f"replica-seconds ours/baseline: {results[0].replica_seconds / results[1].replica_seconds:.2f}")
 
@@ -81,7 +80,7 @@ def _replay(trace: Path, min_count: int, max_count: int, as_json: bool) -> None:
         table.add_column(col)
     for t, d in decisions:
         table.add_row(f"{t:.1f}", str(d.new_count), d.direction, d.reason)
-    Console().print(table)
+    table_console().print(table)
     print(f"{len(decisions)} scale actions")
 
 

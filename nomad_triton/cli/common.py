@@ -57,6 +57,13 @@ def wait_seconds_or_exit(timeout: str, as_json: bool = False, *, allow_zero: boo
     return seconds
 
 
+def table_console() -> Any:
+    """A rich Console for tables: the terminal's width, or wide enough not to truncate when piped."""
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=200)
+
+
 def emit_json(data: Any) -> None:
     """Write one JSON document to stdout (timedeltas and paths are already strings via pydantic)."""
     print(json.dumps(data, indent=2, sort_keys=False, default=str))

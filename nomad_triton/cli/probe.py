@@ -12,11 +12,10 @@ import time
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from nomad_triton.autoscale.trace import append_observations
-from nomad_triton.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, JSON_OPT, emit_json, fail
+from nomad_triton.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, JSON_OPT, emit_json, fail, table_console
 from nomad_triton.cli.connection import Connection, with_connection
 from nomad_triton.probe.observations import Endpoint, Observation
 from nomad_triton.probe.triton import Prober
@@ -144,7 +143,7 @@ def probe(
     if as_json:
         emit_json({"job": job, "allocations": [o.to_dict() for o in obs]})
     else:
-        Console().print(_table(obs))
+        table_console().print(_table(obs))
     if not obs or not all(o.reachable for o in obs):
         raise typer.Exit(EXIT_FAILED)
 

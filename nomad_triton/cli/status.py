@@ -8,16 +8,14 @@ short timeouts so a hung allocation costs at most a second, never the whole comm
 from __future__ import annotations
 
 import re
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from nomad_triton.cli.common import JSON_OPT, emit_json
+from nomad_triton.cli.common import JSON_OPT, emit_json, table_console
 from nomad_triton.cli.connection import Connection, nomad_errors, with_connection
 from nomad_triton.nomad.canary import alloc_http_address
 from nomad_triton.nomad.client import NomadClient
@@ -119,7 +117,7 @@ def _yn(value: bool | None) -> str:
 
 def print_status(data: dict[str, Any]) -> None:
     # Piped output (scripts, CI logs) gets full IDs and addresses instead of 80-column ellipses.
-    console = Console() if sys.stdout.isatty() else Console(width=200)
+    console = table_console()
     job, dep = data["job"], data["deployment"]
     console.print(
         f"Job {job['id']}: {job['status']}, version {job['version']} (stable {_yn(job['stable'])}), "
