@@ -28,17 +28,19 @@ RUN apt-get update \
     && apt-get purge -y --auto-remove software-properties-common gnupg \
     && rm -rf /var/lib/apt/lists/*
 
-# Exact versions of the environment the tests ran in (docker/freeze_requirements.py).
-COPY docker/requirements.txt /tmp/requirements.txt
+# Exactly what uv.lock pins (the lock the tests ran on), with hashes: `make lock` writes both files.
+# requirements.txt is the runtime closure; build-requirements.txt the setuptools that builds /src below.
+COPY docker/requirements.txt docker/build-requirements.txt /tmp/
 RUN python3.11 -m venv "$VIRTUAL_ENV" \
-    && pip install --no-cache-dir -r /tmp/requirements.txt \
-    && rm /tmp/requirements.txt
+    && pip install --no-cache-dir --require-hashes -r /tmp/requirements.txt \
+    && pip install --no-cache-dir --require-hashes -r /tmp/build-requirements.txt \
+    && rm /tmp/requirements.txt /tmp/build-requirements.txt
 
 # The project itself last, so code changes do not rebuild the dependency layer.
 COPY pyproject.toml README.md /src/
 COPY nomad_triton /src/nomad_triton
 COPY templates /src/templates
-RUN pip install --no-cache-dir --no-deps /src \
+RUN pip install --no-cache-dir --no-deps --no-build-isolation /src \
     && python -c "import nomad_triton.server.app, onnxruntime, tritonclient.grpc"
 
 RUN useradd --uid 10001 --create-home --shell /usr/sbin/nologin triton \

@@ -4,17 +4,50 @@ SHELL := /bin/bash
 PYTHON_BASE ?= $(shell if [ -x /usr/bin/python3.11 ]; then echo /usr/bin/python3.11; else command -v python3.11; fi)
 VENV := .venv
 PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
 STAMP := $(VENV)/.installed
+# uv works on this venv (not one of its own) and never downloads a Python: the interpreter is chosen above.
+export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
+export UV_PYTHON_DOWNLOADS := never
+# The uv cache may sit on another filesystem than the checkout; copying is what it would fall back to.
+export UV_LINK_MODE ?= copy
+# What the image installs: the runtime closure only, then the build tools for the project's own wheel.
+DOCKER_REQS := docker/requirements.txt
+DOCKER_BUILD_REQS := docker/build-requirements.txt
+EXPORT := $(UV) export --frozen --format requirements-txt --no-emit-project --no-header
 
-.PHONY: venv test test-unit test-e2e lint demo bench clean
+.PHONY: venv lock lock-upgrade test test-unit test-e2e test-latest lint demo bench clean
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Installs exactly uv.lock (dev extra and build group included) and nothing else: `uv sync` removes
+# what the lock does not list. uv itself comes from the lock's own hashes (tools/uv_requirement.py).
+# Step 1 installs the locked dependencies (setuptools among them); step 2 builds the project
+# against those, without build isolation, so no build step resolves versions from the index.
+$(STAMP): uv.lock pyproject.toml
 	test -x $(PY) || $(PYTHON_BASE) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	test -x $(UV) || { $(PYTHON_BASE) tools/uv_requirement.py > $(VENV)/uv-requirement.txt \
+	  && $(PY) -m pip install -q --disable-pip-version-check --no-deps --require-hashes -r $(VENV)/uv-requirement.txt; }
+	$(UV) sync --frozen --extra dev --python $(PY) --no-install-project -q
+	$(UV) sync --frozen --extra dev --python $(PY) --no-build-isolation -q
 	touch $(STAMP)
+
+# `make lock`: re-resolve after a pyproject.toml change, keeping every other pin; `make lock-upgrade`
+# moves every pin to the newest version the ranges allow. Both regenerate the image's requirements.
+lock: venv
+	$(UV) lock
+	$(MAKE) --no-print-directory docker-requirements
+
+lock-upgrade: venv
+	$(UV) lock --upgrade
+	$(MAKE) --no-print-directory docker-requirements
+
+.PHONY: docker-requirements
+docker-requirements:
+	{ echo "# Generated from uv.lock by 'make lock' (uv export); do not edit. Runtime closure, no dev tools."; \
+	  $(EXPORT) --no-dev --no-default-groups; } > $(DOCKER_REQS)
+	{ echo "# Generated from uv.lock by 'make lock' (uv export); do not edit. Builds the project's wheel."; \
+	  $(EXPORT) --no-dev --only-group build; } > $(DOCKER_BUILD_REQS)
 
 lint: venv
 	$(VENV)/bin/ruff check nomad_triton tests bench examples
@@ -27,6 +60,12 @@ test-unit: venv
 
 test-e2e: venv
 	$(PY) -m pytest -q -p no:cacheprovider tests/e2e
+
+# The ranges in pyproject.toml, at their newest: a throwaway venv resolved from the index today (the
+# lock ignored), unit tests run in it, and a report of what moved and what broke. It never fails: it
+# tells you which range to narrow (or which code to fix) before `make lock-upgrade` does it for real.
+test-latest: venv
+	$(PY) tools/test_latest.py
 
 # `make demo`: devcluster up, deploy the CPU example on real PyTriton, infer, scale to 2, status.
 demo: venv

@@ -1,8 +1,8 @@
 """Replay the Dockerfile's Python install steps in a fresh venv from /usr/bin/python3.11.
 
-There is no Docker engine here; this proves the pinned docker/requirements.txt resolves and installs
-on its own (no missing or conflicting pins) and that the project installs with --no-deps on top of it,
-exactly as the image does. pip's download cache is reused between runs to keep it around a minute.
+There is no Docker engine here; this proves the hashed docker/requirements.txt (exported from uv.lock)
+installs on its own (no missing, conflicting or unhashed pins) and that the project builds with the
+locked setuptools and installs with --no-deps on top of it, exactly as the image does. pip's download cache is reused between runs to keep it around a minute.
 """
 
 from __future__ import annotations
@@ -31,8 +31,9 @@ def test_pinned_requirements_and_project_install_in_fresh_venv(tmp_path: Path) -
     _run(BASE_PYTHON, "-m", "venv", venv, timeout=120)
     py = venv / "bin" / "python"
     # Same commands as the Dockerfile's RUN steps (except the cache, which the image disables).
-    _run(py, "-m", "pip", "install", "-q", "-r", ROOT / "docker" / "requirements.txt", timeout=780)
-    _run(py, "-m", "pip", "install", "-q", "--no-deps", ROOT, timeout=300)
+    for reqs in ("requirements.txt", "build-requirements.txt"):
+        _run(py, "-m", "pip", "install", "-q", "--require-hashes", "-r", ROOT / "docker" / reqs, timeout=780)
+    _run(py, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", ROOT, timeout=300)
     _run(py, "-m", "pip", "check", timeout=120)
     _run(py, "-c", "import nomad_triton.server.app, onnxruntime, tritonclient.grpc", timeout=120)
     helptext = _run(venv / "bin" / "nomad-triton", "serve", "--help", timeout=120).stdout
