@@ -31,7 +31,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from nomad_triton.autoscale.lock import LeaderLock
 from nomad_triton.autoscale.policy import Decision, PolicyState, ScalingPolicyConfig, commit, decide
-from nomad_triton.probe.discovery import job_endpoints
+from nomad_triton.autoscale.sources import ObservationSource, Target
+from nomad_triton.autoscale.sources.direct import DirectSource
 from nomad_triton.probe.observations import Observation
 from nomad_triton.probe.triton import Prober
 
@@ -110,6 +111,7 @@ class Controller:
         registry: CollectorRegistry | None = None,
         clock: Callable[[], float] = time.time,
         lock: LeaderLock | None = None,
+        source: ObservationSource | None = None,
     ) -> None:
         self.client = client
         self.lock = lock
@@ -124,11 +126,12 @@ class Controller:
         self.history: deque[Observation] = deque()
         self.last_decision: Decision | None = None
         self._clock = clock
-        self._ports: dict[str, dict[str, str]] = {}
-        self._prober = Prober(timeout_s=settings.probe_timeout_s, clock=clock)
+        self.target = Target(job=settings.job, group=settings.group, models=settings.models)
+        self.source: ObservationSource = source or DirectSource(
+            client, Prober(timeout_s=settings.probe_timeout_s, clock=clock))
 
     async def aclose(self) -> None:
-        await self._prober.aclose()
+        await self.source.aclose()
 
     async def _call(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
         # python-nomad is synchronous; keep the event loop (and the probes) responsive.
@@ -147,10 +150,7 @@ class Controller:
         with self.metrics.step_seconds.time():
             desired = await self._desired()
             self.state = PolicyState(desired=desired) if self.state is None else replace(self.state, desired=desired)
-            endpoints = await self._call(job_endpoints, self.client, s.job, s.group, s.models, cache=self._ports)
-            known = {e.alloc_id for e in endpoints}
-            self._prober.forget(a for a in self._prober.tracker.known() if a not in known)
-            observations = await self._prober.probe_all(endpoints)
+            observations = await self.source.observe(self.target)
             now = self._clock()
             self.history.extend(observations)
             while self.history and self.history[0].ts < now - s.history_s:
