@@ -70,10 +70,10 @@ def emit_json(data: Any) -> None:
 
 
 def load_spec_or_exit(
-    spec: Path, sets: list[str], values: list[Path], as_json: bool = False
+    spec: Path, sets: list[str], values: list[Path], as_json: bool = False, *, check_repository: bool = False
 ) -> DeploymentSpec:
     """Load + validate the spec; bad input ends the command with exit 2 and one line naming file and field."""
     try:
-        return load_spec(spec, sets=sets, values=values)
+        return load_spec(spec, sets=sets, values=values, check_repository=check_repository)
     except SpecError as exc:
         fail(exc.line(), EXIT_BAD_INPUT, as_json, source=exc.source, field=exc.field)
