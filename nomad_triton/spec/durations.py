@@ -81,7 +81,9 @@ def format_duration(value: timedelta) -> str:
 
 def _within_spec_max(value: timedelta) -> timedelta:
     if value > MAX_DURATION:
-        raise ValueError(f"duration {format_duration(value)} is longer than the maximum of {MAX_DURATION_TEXT}")
+        raise ValueError(
+            f"duration {format_duration(value)} is longer than the maximum of {MAX_DURATION_TEXT}"
+        )
     return value
 
 

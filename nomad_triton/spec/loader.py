@@ -82,10 +82,16 @@ def read_document(path: Path) -> dict[str, Any]:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise SpecError(
-            str(path), "", f"not a text file (byte {exc.start} is not UTF-8); expected a UTF-8 {suffix[1:] or 'spec'} file"
+            str(path),
+            "",
+            f"not a text file (byte {exc.start} is not UTF-8); expected a UTF-8 {suffix[1:] or 'spec'} file",
         ) from None
     if "\x00" in text:
-        raise SpecError(str(path), "", f"not a text file (it contains NUL bytes); expected a UTF-8 {suffix[1:] or 'spec'} file")
+        raise SpecError(
+            str(path),
+            "",
+            f"not a text file (it contains NUL bytes); expected a UTF-8 {suffix[1:] or 'spec'} file",
+        )
     try:
         if suffix == ".toml":
             data: Any = tomllib.loads(text)
@@ -156,7 +162,7 @@ def _set_value(raw: str, path: list[str], label: str) -> Any:
     raise SpecError(
         label,
         ".".join(path),
-        f"{shown} is not a TOML value (numbers, true/false, [lists], \"quoted text\"); "
+        f'{shown} is not a TOML value (numbers, true/false, [lists], "quoted text"); '
         f"expected {messages.expected(slots)}",
     )
 
@@ -358,7 +364,9 @@ def check_local_repository(spec: DeploymentSpec, prov: _Provenance | None, sourc
     root = Path(repo.path)
     if not root.is_dir():
         what = "is not a folder" if root.exists() else "does not exist"
-        raise SpecError(where, "model_repository.path", f"{root} {what}; expected the model repository folder")
+        raise SpecError(
+            where, "model_repository.path", f"{root} {what}; expected the model repository folder"
+        )
     for i, model in enumerate(repo.models):
         if not (root / model).is_dir():
             origin = prov.source_of(("model_repository", "models", i), source) if prov else source

@@ -231,10 +231,28 @@ def expected(slots: list[Slot]) -> str:
 
 # pydantic error types that mean "wrong type": the fix is the field's expectation.
 _TYPE_ERRORS = {
-    "int_type", "int_parsing", "int_from_float", "float_type", "float_parsing", "string_type",
-    "bool_type", "bool_parsing", "list_type", "dict_type", "model_type", "model_attributes_type",
-    "timedelta_type", "literal_error", "enum", "finite_number", "is_instance_of", "none_required",
-    "union_tag_invalid", "string_sub_type", "too_long", "string_too_long",
+    "int_type",
+    "int_parsing",
+    "int_from_float",
+    "float_type",
+    "float_parsing",
+    "string_type",
+    "bool_type",
+    "bool_parsing",
+    "list_type",
+    "dict_type",
+    "model_type",
+    "model_attributes_type",
+    "timedelta_type",
+    "literal_error",
+    "enum",
+    "finite_number",
+    "is_instance_of",
+    "none_required",
+    "union_tag_invalid",
+    "string_sub_type",
+    "too_long",
+    "string_too_long",
 }
 # bounds: the expectation already states the full range
 _RANGE_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "multiple_of"}

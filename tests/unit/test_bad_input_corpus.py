@@ -29,7 +29,15 @@ command = "/bin/true"
 path = "models"
 models = ["mlp"]
 """
-LIBRARY_WORDS = ("Input should", "Value error", "Field required", "pydantic", "codec", "Traceback", "list index")
+LIBRARY_WORDS = (
+    "Input should",
+    "Value error",
+    "Field required",
+    "pydantic",
+    "codec",
+    "Traceback",
+    "list index",
+)
 
 
 def app() -> typer.Typer:
@@ -148,26 +156,91 @@ CASES: list[Case] = [
     ("count = 1e20\n" + GOOD, {}, [], "{spec}: count: expected a whole number from 0 to 10000, got 1e+20"),
     ("count = 2.0\n" + GOOD, {}, [], "{spec}: count: expected a whole number"),
     ("priority = inf\n" + GOOD, {}, [], "{spec}: priority: expected a whole number from 1 to 100, got inf"),
-    (GOOD + "[scaling]\nmax = 1e20\n", {}, [], "{spec}: scaling.max: expected a whole number from 1 to 10000"),
-    (GOOD + "[scaling]\nmax = 20000\n", {}, [], "{spec}: scaling.max: expected a whole number from 1 to 10000"),
-    (GOOD + "[resources]\nmemory = 1e20\n", {}, [], "{spec}: resources.memory: expected a whole number from 10"),
+    (
+        GOOD + "[scaling]\nmax = 1e20\n",
+        {},
+        [],
+        "{spec}: scaling.max: expected a whole number from 1 to 10000",
+    ),
+    (
+        GOOD + "[scaling]\nmax = 20000\n",
+        {},
+        [],
+        "{spec}: scaling.max: expected a whole number from 1 to 10000",
+    ),
+    (
+        GOOD + "[resources]\nmemory = 1e20\n",
+        {},
+        [],
+        "{spec}: resources.memory: expected a whole number from 10",
+    ),
     (GOOD + "[resources]\ncpu = 2000000\n", {}, [], "{spec}: resources.cpu: expected a whole number from 1"),
-    (GOOD + "[gpus]\ncount = 65\n", {}, [], "{spec}: gpus.count: expected a whole number from 0 to 64, got 65"),
+    (
+        GOOD + "[gpus]\ncount = 65\n",
+        {},
+        [],
+        "{spec}: gpus.count: expected a whole number from 0 to 64, got 65",
+    ),
     (GOOD + "[restart]\nattempts = 1e6\n", {}, [], "{spec}: restart.attempts: expected a whole number"),
-    (GOOD + '[ports.http]\nstatic = "8000"\n', {}, [], '{spec}: ports.http.static: expected a whole number from 1 to 65535, got "8000"'),
-    (GOOD + "[ports.grpc]\nto = 0\n", {}, [], "{spec}: ports.grpc.to: expected a whole number from 1 to 65535, got 0"),
-    (GOOD + '[rollout]\nstagger = " 5s"\n', {}, [], "{spec}: rollout.stagger: duration ' 5s' has surrounding whitespace"),
-    (GOOD + '[rollout]\nprogress_deadline = "9000h"\n', {}, [], "{spec}: rollout.progress_deadline: duration 9000h is longer"),
-    (GOOD + "[rollout]\nauto_revert = 1\n", {}, [], "{spec}: rollout.auto_revert: expected true or false, got 1"),
-    (GOOD + "[scaling.policy]\ntarget_utilization = nan\n", {}, [], "{spec}: scaling.policy.target_utilization: expected a finite number"),
-    (GOOD + "[scaling.policy]\nlatency_slo_ms = 1e20\n", {}, [], "{spec}: scaling.policy.latency_slo_ms: expected a number above 0"),
-    (GOOD + "[scaling.policy]\nmax_step_up = 1e20\n", {}, [], "{spec}: scaling.policy.max_step_up: expected a whole number"),
+    (
+        GOOD + '[ports.http]\nstatic = "8000"\n',
+        {},
+        [],
+        '{spec}: ports.http.static: expected a whole number from 1 to 65535, got "8000"',
+    ),
+    (
+        GOOD + "[ports.grpc]\nto = 0\n",
+        {},
+        [],
+        "{spec}: ports.grpc.to: expected a whole number from 1 to 65535, got 0",
+    ),
+    (
+        GOOD + '[rollout]\nstagger = " 5s"\n',
+        {},
+        [],
+        "{spec}: rollout.stagger: duration ' 5s' has surrounding whitespace",
+    ),
+    (
+        GOOD + '[rollout]\nprogress_deadline = "9000h"\n',
+        {},
+        [],
+        "{spec}: rollout.progress_deadline: duration 9000h is longer",
+    ),
+    (
+        GOOD + "[rollout]\nauto_revert = 1\n",
+        {},
+        [],
+        "{spec}: rollout.auto_revert: expected true or false, got 1",
+    ),
+    (
+        GOOD + "[scaling.policy]\ntarget_utilization = nan\n",
+        {},
+        [],
+        "{spec}: scaling.policy.target_utilization: expected a finite number",
+    ),
+    (
+        GOOD + "[scaling.policy]\nlatency_slo_ms = 1e20\n",
+        {},
+        [],
+        "{spec}: scaling.policy.latency_slo_ms: expected a number above 0",
+    ),
+    (
+        GOOD + "[scaling.policy]\nmax_step_up = 1e20\n",
+        {},
+        [],
+        "{spec}: scaling.policy.max_step_up: expected a whole number",
+    ),
     (GOOD.replace('name = "svc"', "name = 42"), {}, [], "{spec}: name: expected text, got 42"),
     (GOOD + '[env]\nHF_TOKEN = ["abc"]\n', {}, [], "{spec}: env.HF_TOKEN: expected text, got (hidden)"),
     (b"\xff\xfe\x00n\x00a\x00m\x00e", {}, [], "{spec}: not a text file"),
     (GOOD.encode() + b"# caf\xe9\n", {}, [], "{spec}: not a text file"),
     (None, {"v.yaml": b"\x00\x01\x02"}, ["--values", "{dir}/v.yaml"], "{dir}/v.yaml: not a text file"),
-    (None, {}, ["--set", "count=1e20"], "--set count=1e20: count: expected a whole number from 0 to 10000, got 1e+20"),
+    (
+        None,
+        {},
+        ["--set", "count=1e20"],
+        "--set count=1e20: count: expected a whole number from 0 to 10000, got 1e+20",
+    ),
     (None, {}, ["--set", "count.sub=1"], "--set count.sub=1: count.sub: count is a whole number"),
     (
         None,
@@ -175,12 +248,42 @@ CASES: list[Case] = [
         ["--set", "model_repository.models.x=y"],
         "--set model_repository.models.x=y: model_repository.models.x: models is a list and 'x' is not an index",
     ),
-    (None, {}, ["--set", "name.first=a"], "--set name.first=a: name.first: name is text and has no field 'first'"),
-    (None, {}, ["--set", "rollout.auto_revert=yes"], '--set rollout.auto_revert=yes: rollout.auto_revert: "yes" is not a TOML value'),
-    (None, {}, ["--set", "resources.memory=lots"], '--set resources.memory=lots: resources.memory: "lots" is not a TOML value'),
-    (None, {}, ["--set", 'ports.metrics.static="9000"'], '--set ports.metrics.static="9000": ports.metrics.static: expected a whole number'),
-    (None, {}, ["--set", "env.API_TOKEN=[1]"], "--set env.API_TOKEN=(hidden): env.API_TOKEN: expected text, got (hidden)"),
-    (None, {}, ["--set", "scaling.policy.tolerance=1"], "--set scaling.policy.tolerance=1: scaling.policy.tolerance: expected a number at least 0 and below 1, got 1"),
+    (
+        None,
+        {},
+        ["--set", "name.first=a"],
+        "--set name.first=a: name.first: name is text and has no field 'first'",
+    ),
+    (
+        None,
+        {},
+        ["--set", "rollout.auto_revert=yes"],
+        '--set rollout.auto_revert=yes: rollout.auto_revert: "yes" is not a TOML value',
+    ),
+    (
+        None,
+        {},
+        ["--set", "resources.memory=lots"],
+        '--set resources.memory=lots: resources.memory: "lots" is not a TOML value',
+    ),
+    (
+        None,
+        {},
+        ["--set", 'ports.metrics.static="9000"'],
+        '--set ports.metrics.static="9000": ports.metrics.static: expected a whole number',
+    ),
+    (
+        None,
+        {},
+        ["--set", "env.API_TOKEN=[1]"],
+        "--set env.API_TOKEN=(hidden): env.API_TOKEN: expected text, got (hidden)",
+    ),
+    (
+        None,
+        {},
+        ["--set", "scaling.policy.tolerance=1"],
+        "--set scaling.policy.tolerance=1: scaling.policy.tolerance: expected a number at least 0 and below 1, got 1",
+    ),
 ]
 
 # Bad only for `validate` (it checks a raw_exec job's repository on this host): render does not look.
@@ -226,7 +329,9 @@ def check_one_line(result: object, expected: str, spec: Path, tmp_path: Path) ->
     want = "error: " + expected.replace("{spec}", str(spec)).replace("{dir}", str(tmp_path))
     output = getattr(result, "output", "")
     assert getattr(result, "exit_code", None) == 2, output
-    assert isinstance(getattr(result, "exception", None), SystemExit), repr(getattr(result, "exception", None))
+    assert isinstance(getattr(result, "exception", None), SystemExit), repr(
+        getattr(result, "exception", None)
+    )
     lines = getattr(result, "stderr", "").splitlines()
     assert len(lines) == 1 and lines[0].startswith(want), getattr(result, "stderr", "")
     assert not any(word in output for word in LIBRARY_WORDS), output
@@ -236,7 +341,11 @@ def check_one_line(result: object, expected: str, spec: Path, tmp_path: Path) ->
 @pytest.mark.parametrize("command", ["render", "validate"])
 @pytest.mark.parametrize(("spec_text", "files", "args", "expected"), CASES)
 def test_bad_input_exits_2_with_one_line(
-    tmp_path: Path, command: str, spec_text: str | bytes | None, files: dict[str, str | bytes], args: list[str],
+    tmp_path: Path,
+    command: str,
+    spec_text: str | bytes | None,
+    files: dict[str, str | bytes],
+    args: list[str],
     expected: str,
 ) -> None:
     spec = write_case(tmp_path, spec_text, files)
@@ -246,7 +355,11 @@ def test_bad_input_exits_2_with_one_line(
 
 @pytest.mark.parametrize(("spec_text", "files", "args", "expected"), REPO_CASES)
 def test_validate_checks_a_raw_exec_repository_on_this_host(
-    tmp_path: Path, spec_text: str | bytes | None, files: dict[str, str | bytes], args: list[str], expected: str
+    tmp_path: Path,
+    spec_text: str | bytes | None,
+    files: dict[str, str | bytes],
+    args: list[str],
+    expected: str,
 ) -> None:
     spec = write_case(tmp_path, spec_text, files)
     argv = [str(spec), *(a.replace("{dir}", str(tmp_path)) for a in args)]

@@ -20,7 +20,14 @@ from nomad_triton.spec import DeploymentSpec, SpecError, load_spec, validate_dat
 from nomad_triton.spec.messages import _alternatives, show_value
 from nomad_triton.spec.models import DockerDriver, RawExecDriver
 
-LIBRARY_WORDS = ("Input should", "Value error", "Field required", "pydantic", "errors.pydantic.dev", "Traceback")
+LIBRARY_WORDS = (
+    "Input should",
+    "Value error",
+    "Field required",
+    "pydantic",
+    "errors.pydantic.dev",
+    "Traceback",
+)
 
 BASE: dict[str, Any] = {
     "name": "svc",
@@ -39,7 +46,11 @@ def walk_fields(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> list[tu
     out = []
     for name, field in model.model_fields.items():
         path = (*prefix, name)
-        models = [a for a in _plain_alternatives(field.annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
+        models = [
+            a
+            for a in _plain_alternatives(field.annotation)
+            if isinstance(a, type) and issubclass(a, BaseModel)
+        ]
         if models:
             for sub in models:
                 out.extend(walk_fields(sub, path))
@@ -58,7 +69,11 @@ DURATIONS = [(p, f) for p, f in FIELDS if timedelta in _plain_alternatives(f.ann
 
 
 def base_for(path: tuple[str, ...]) -> dict[str, Any]:
-    if path[0] == "driver" and path[1] in DockerDriver.model_fields and path[1] not in RawExecDriver.model_fields:
+    if (
+        path[0] == "driver"
+        and path[1] in DockerDriver.model_fields
+        and path[1] not in RawExecDriver.model_fields
+    ):
         return copy.deepcopy(DOCKER_BASE)
     return copy.deepcopy(BASE)
 
@@ -91,15 +106,23 @@ def test_the_walk_finds_the_fields_we_know() -> None:
         "driver.shm_size_mb",
     ):
         assert known in names
-    assert {".".join(p) for p, _ in DURATIONS} >= {"rollout.stagger", "health.interval", "scaling.policy.drain"}
+    assert {".".join(p) for p, _ in DURATIONS} >= {
+        "rollout.stagger",
+        "health.interval",
+        "scaling.policy.drain",
+    }
     assert len(NUMERIC) >= 25 and len(DURATIONS) >= 15
 
 
 @pytest.mark.parametrize(("path", "field"), NUMERIC, ids=[".".join(p) for p, _ in NUMERIC])
 def test_every_numeric_field_declares_both_bounds(path: tuple[str, ...], field: Any) -> None:
     meta = field.metadata
-    assert any(isinstance(m, annotated_types.Ge | annotated_types.Gt) for m in meta), f"{path}: no lower bound"
-    assert any(isinstance(m, annotated_types.Le | annotated_types.Lt) for m in meta), f"{path}: no upper bound"
+    assert any(isinstance(m, annotated_types.Ge | annotated_types.Gt) for m in meta), (
+        f"{path}: no lower bound"
+    )
+    assert any(isinstance(m, annotated_types.Le | annotated_types.Lt) for m in meta), (
+        f"{path}: no upper bound"
+    )
 
 
 @pytest.mark.parametrize(("path", "field"), NUMERIC, ids=[".".join(p) for p, _ in NUMERIC])
@@ -113,7 +136,9 @@ def test_every_numeric_field_rejects_far_out_values(path: tuple[str, ...], field
 
 
 @pytest.mark.parametrize(("path", "field"), NUMERIC, ids=[".".join(p) for p, _ in NUMERIC])
-def test_every_numeric_field_refuses_numbers_written_as_text_and_booleans(path: tuple[str, ...], field: Any) -> None:
+def test_every_numeric_field_refuses_numbers_written_as_text_and_booleans(
+    path: tuple[str, ...], field: Any
+) -> None:
     default = field.default if isinstance(field.default, int | float) else 1
     for value in (str(default), True):
         err = error_for(path, value)
@@ -147,7 +172,11 @@ def test_every_duration_is_strict_and_bounded(path: tuple[str, ...], field: Any)
 @pytest.mark.parametrize(
     ("path", "value", "line"),
     [
-        (("ports", "http", "static"), "8000", 'ports.http.static: expected a whole number from 1 to 65535, got "8000"'),
+        (
+            ("ports", "http", "static"),
+            "8000",
+            'ports.http.static: expected a whole number from 1 to 65535, got "8000"',
+        ),
         (("name",), 123, "name: expected text, got 123"),
         (("rollout", "auto_revert"), "yes", 'rollout.auto_revert: expected true or false, got "yes"'),
         (("rollout", "auto_revert"), 1, "rollout.auto_revert: expected true or false, got 1"),
@@ -156,7 +185,11 @@ def test_every_duration_is_strict_and_bounded(path: tuple[str, ...], field: Any)
         (("restart", "mode"), "retry", "restart.mode: expected one of 'fail', 'delay', got \"retry\""),
         (("driver", "type"), "podman", "driver.type: expected one of 'docker', 'raw_exec', got \"podman\""),
         (("name",), None, "name: expected text, got null"),
-        (("scaling", "policy", "latency_slo_ms"), 0, "latency_slo_ms: expected a number above 0 and at most 3.6e+06, got 0"),
+        (
+            ("scaling", "policy", "latency_slo_ms"),
+            0,
+            "latency_slo_ms: expected a number above 0 and at most 3.6e+06, got 0",
+        ),
     ],
 )
 def test_types_are_strict_and_the_line_says_what_was_given_and_expected(
@@ -214,7 +247,10 @@ def set_error(spec_file: Path, *items: str) -> SpecError:
 @pytest.mark.parametrize(
     ("item", "line"),
     [
-        ("count.sub=1", "--set count.sub=1: count.sub: count is a whole number from 0 to 10000 and has no field 'sub'"),
+        (
+            "count.sub=1",
+            "--set count.sub=1: count.sub: count is a whole number from 0 to 10000 and has no field 'sub'",
+        ),
         (
             "model_repository.models.x=y",
             "--set model_repository.models.x=y: model_repository.models.x: "
@@ -237,9 +273,15 @@ def set_error(spec_file: Path, *items: str) -> SpecError:
             '--set rollout.auto_revert=yes: rollout.auto_revert: "yes" is not a TOML value '
             '(numbers, true/false, [lists], "quoted text"); expected true or false',
         ),
-        ('ports.http.static="8000"', '--set ports.http.static="8000": ports.http.static: '
-         'expected a whole number from 1 to 65535, got "8000"'),
-        ('rollout.stagger=" 5s"', "--set rollout.stagger=\" 5s\": rollout.stagger: duration ' 5s' has surrounding whitespace"),
+        (
+            'ports.http.static="8000"',
+            '--set ports.http.static="8000": ports.http.static: '
+            'expected a whole number from 1 to 65535, got "8000"',
+        ),
+        (
+            'rollout.stagger=" 5s"',
+            "--set rollout.stagger=\" 5s\": rollout.stagger: duration ' 5s' has surrounding whitespace",
+        ),
         ("env.API_TOKEN=[1]", "--set env.API_TOKEN=(hidden): env.API_TOKEN: expected text, got (hidden)"),
     ],
 )
@@ -255,7 +297,12 @@ def test_set_count_sub_when_count_was_written_in_the_file(spec_file: Path) -> No
 def test_bare_words_are_text_where_text_belongs(spec_file: Path) -> None:
     spec = load_spec(
         spec_file,
-        sets=["rollout.stagger=45s", "rollout.health_check=task_states", "driver.command=/bin/echo", "env.X=y"],
+        sets=[
+            "rollout.stagger=45s",
+            "rollout.health_check=task_states",
+            "driver.command=/bin/echo",
+            "env.X=y",
+        ],
     )
     assert spec.rollout.stagger == timedelta(seconds=45) and spec.rollout.health_check == "task_states"
     assert spec.driver.command == "/bin/echo" and spec.env == {"X": "y"}
@@ -308,7 +355,7 @@ def test_raw_exec_repository_must_hold_every_model(spec_file: Path, tmp_path: Pa
 def test_docker_paths_live_in_the_image_and_are_not_checked(spec_file: Path) -> None:
     spec = load_spec(
         spec_file,
-        sets=["driver={type = \"docker\", image = \"triton:1\"}", "model_repository.path=/models"],
+        sets=['driver={type = "docker", image = "triton:1"}', "model_repository.path=/models"],
         check_repository=True,
     )
     assert spec.driver.type == "docker"
@@ -320,5 +367,8 @@ def test_every_type_name_in_the_schema_is_described() -> None:
 
     for path, _ in FIELDS:
         text = expected(slots_at(DeploymentSpec, list(path)))
-        assert not any(t in text for t in ("typing", "Union", "timedelta", "NoneType", "<class")), (path, text)
+        assert not any(t in text for t in ("typing", "Union", "timedelta", "NoneType", "<class")), (
+            path,
+            text,
+        )
         assert typing.get_origin(text) is None
