@@ -168,11 +168,16 @@ def _set_value(raw: str, path: list[str], label: str) -> Any:
 
 
 def set_label(item: str) -> str:
-    """`--set KEY=VALUE` as shown in errors; the value is masked when KEY names a secret."""
-    key, sep, _ = item.partition("=")
-    if sep and messages.is_secret_path(key.strip().split(".")):
+    """`--set KEY=VALUE` as shown in errors: the value masked when KEY names a secret, else truncated."""
+    key, sep, value = item.partition("=")
+    if not sep:
+        return f"--set {messages.mask_text(item)}"
+    if messages.is_secret_path(key.strip().split(".")):
         return f"--set {key}={messages.HIDDEN}"
-    return f"--set {messages.mask_text(item)}"
+    value = messages.mask_text(value)
+    if len(value) > messages.MAX_SHOWN:
+        value = value[: messages.MAX_SHOWN - 1] + "…"
+    return f"--set {key}={value}"
 
 
 def _no_field_below(label: str, loc: list[str | int], seg: str, what: str) -> SpecError:

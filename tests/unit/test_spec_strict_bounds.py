@@ -289,6 +289,13 @@ def test_set_errors_name_the_flag_and_the_path(spec_file: Path, item: str, line:
     assert set_error(spec_file, item).line() == line
 
 
+def test_the_set_flag_echoed_back_is_truncated_and_masked(spec_file: Path) -> None:
+    long = set_error(spec_file, "priority=" + "9" * 300)
+    assert long.source == "--set priority=" + "9" * 39 + "…", long.line()
+    url = set_error(spec_file, "count=https://bob:hunter2@host/m.tgz")
+    assert url.source == "--set count=https://***@host/m.tgz" and "hunter2" not in url.line(), url.line()
+
+
 def test_set_count_sub_when_count_was_written_in_the_file(spec_file: Path) -> None:
     spec_file.write_text("count = 2\n" + spec_file.read_text())
     assert set_error(spec_file, "count.sub=1").message == "count is a number and has no field 'sub'"
