@@ -41,31 +41,49 @@ def _plain_alternatives(annotation: Any) -> list[Any]:
     return [s.annotation for s in _alternatives(annotation)]
 
 
-def walk_fields(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
-    """(path, FieldInfo) for every leaf field reachable from `model`, union variants included."""
+def walk_fields(
+    model: type[BaseModel], prefix: tuple[str | int, ...] = ()
+) -> list[tuple[tuple[str | int, ...], Any]]:
+    """(path, FieldInfo) for every leaf field reachable from `model`: union variants, and the
+    items of lists and tables of models (path segment 0 / "*"), included."""
     out = []
     for name, field in model.model_fields.items():
         path = (*prefix, name)
-        models = [
-            a
-            for a in _plain_alternatives(field.annotation)
-            if isinstance(a, type) and issubclass(a, BaseModel)
-        ]
-        if models:
-            for sub in models:
-                out.extend(walk_fields(sub, path))
-        else:
+        found = False
+        for alt in _plain_alternatives(field.annotation):
+            origin, args = typing.get_origin(alt), typing.get_args(alt)
+            if isinstance(alt, type) and issubclass(alt, BaseModel):
+                out.extend(walk_fields(alt, path))
+                found = True
+            elif origin in (list, dict):
+                item, seg = (args[0], 0) if origin is list else (args[1], "*")
+                for sub in _plain_alternatives(item):
+                    if isinstance(sub, type) and issubclass(sub, BaseModel):
+                        out.extend(walk_fields(sub, (*path, seg)))
+                        found = True
+        if not found:
             out.append((path, field))
     return out
 
 
 FIELDS = walk_fields(DeploymentSpec)
-NUMERIC = [
+NUMERIC_ALL = [
     (path, field)
     for path, field in FIELDS
     if any(a in (int, float) for a in _plain_alternatives(field.annotation))
 ]
-DURATIONS = [(p, f) for p, f in FIELDS if timedelta in _plain_alternatives(f.annotation)]
+# fields reachable without a list item (the behavioural tests build the document by path)
+NUMERIC = [(p, f) for p, f in NUMERIC_ALL if all(isinstance(seg, str) and seg != "*" for seg in p)]
+DURATIONS = [
+    (p, f)
+    for p, f in FIELDS
+    if timedelta in _plain_alternatives(f.annotation)
+    and all(isinstance(seg, str) and seg != "*" for seg in p)
+]
+
+
+def _id(path: tuple[str | int, ...]) -> str:
+    return ".".join(map(str, path))
 
 
 def base_for(path: tuple[str, ...]) -> dict[str, Any]:
@@ -114,7 +132,7 @@ def test_the_walk_finds_the_fields_we_know() -> None:
     assert len(NUMERIC) >= 25 and len(DURATIONS) >= 15
 
 
-@pytest.mark.parametrize(("path", "field"), NUMERIC, ids=[".".join(p) for p, _ in NUMERIC])
+@pytest.mark.parametrize(("path", "field"), NUMERIC_ALL, ids=[_id(p) for p, _ in NUMERIC_ALL])
 def test_every_numeric_field_declares_both_bounds(path: tuple[str, ...], field: Any) -> None:
     meta = field.metadata
     assert any(isinstance(m, annotated_types.Ge | annotated_types.Gt) for m in meta), (
