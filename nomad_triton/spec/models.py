@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from nomad_triton.spec.durations import Duration
+from nomad_triton.spec.durations import Duration, format_duration
 from nomad_triton.spec.limits import (
     MAX_ATTEMPTS,
     MAX_COUNT,
@@ -206,7 +206,7 @@ class ResourcesSpec(_Strict):
     @model_validator(mode="after")
     def _max_above(self) -> ResourcesSpec:
         if self.memory_max is not None and self.memory_max < self.memory:
-            raise FieldError("memory_max", "memory_max must be >= memory")
+            raise FieldError("memory_max", f"memory_max {self.memory_max} must be >= memory {self.memory}")
         return self
 
 
@@ -277,11 +277,16 @@ class RolloutSpec(_Strict):
         if self.auto_promote and self.canary == 0:
             raise FieldError("auto_promote", "auto_promote requires canary > 0")
         if self.min_healthy_time >= self.healthy_deadline:
-            raise FieldError("min_healthy_time", "min_healthy_time must be shorter than healthy_deadline")
+            raise FieldError(
+                "min_healthy_time",
+                f"min_healthy_time {format_duration(self.min_healthy_time)} must be shorter than "
+                f"healthy_deadline {format_duration(self.healthy_deadline)}",
+            )
         if self.progress_deadline and self.healthy_deadline >= self.progress_deadline:
             raise FieldError(
                 "healthy_deadline",
-                "healthy_deadline must be shorter than progress_deadline (or progress_deadline 0)",
+                f"healthy_deadline {format_duration(self.healthy_deadline)} must be shorter than "
+                f"progress_deadline {format_duration(self.progress_deadline)} (or progress_deadline 0)",
             )
         return self
 
@@ -309,7 +314,10 @@ class HealthSpec(_Strict):
         if self.timeout <= timedelta(0) or self.interval <= timedelta(0):
             raise FieldError("interval", "interval and timeout must be positive")
         if self.timeout > self.interval:
-            raise FieldError("timeout", "timeout must not exceed interval")
+            raise FieldError(
+                "timeout",
+                f"timeout {format_duration(self.timeout)} must not exceed interval {format_duration(self.interval)}",
+            )
         return self
 
 
@@ -391,7 +399,7 @@ class ScalingSpec(_Strict):
     @model_validator(mode="after")
     def _bounds(self) -> ScalingSpec:
         if self.min > self.max:
-            raise FieldError("min", "min must be <= max")
+            raise FieldError("min", f"min {self.min} must be <= max {self.max}")
         return self
 
     def policy_config_kwargs(self) -> dict[str, float | int | None]:

@@ -397,3 +397,17 @@ def test_every_type_name_in_the_schema_is_described() -> None:
             text,
         )
         assert typing.get_origin(text) is None
+
+
+def test_an_error_type_we_do_not_know_still_gets_our_words() -> None:
+    from nomad_triton.spec.messages import translate
+
+    err = {"type": "some_future_type", "loc": ("resources", "cpu"), "msg": "Input should be shiny", "input": 7}
+    assert translate(DeploymentSpec, err) == "invalid value 7; expected a whole number from 1 to 1000000"
+
+
+def test_cross_field_errors_show_both_values() -> None:
+    err = error_for(("scaling",), {"min": 5, "max": 2})
+    assert err.line() == "spec.toml: scaling.min: min 5 must be <= max 2"
+    err = error_for(("health",), {"interval": "1s", "timeout": "2s"})
+    assert err.line() == "spec.toml: health.timeout: timeout 2s must not exceed interval 1s"
