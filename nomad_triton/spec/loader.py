@@ -181,7 +181,7 @@ def set_label(item: str) -> str:
 
 
 def _no_field_below(label: str, loc: list[str | int], seg: str, what: str) -> SpecError:
-    name = str(loc[-1]) if loc else "(top)"
+    name = ".".join(map(str, loc[-2:])) if loc and isinstance(loc[-1], int) else str(loc[-1])
     return SpecError(label, ".".join(map(str, [*loc, seg])), f"{name} is {what} and has no field {seg!r}")
 
 

@@ -282,6 +282,10 @@ def set_error(spec_file: Path, *items: str) -> SpecError:
         ("name.first=a", "--set name.first=a: name.first: name is text and has no field 'first'"),
         ("env.A.B=1", "--set env.A.B=1: env.A.B: A is text and has no field 'B'"),
         (
+            "model_repository.models.0.x=1",
+            "--set model_repository.models.0.x=1: model_repository.models.0.x: models.0 is text and has no field 'x'",
+        ),
+        (
             "count=abc",
             '--set count=abc: count: "abc" is not a TOML value (numbers, true/false, [lists], "quoted text"); '
             "expected a whole number from 0 to 10000",
