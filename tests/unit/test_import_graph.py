@@ -172,3 +172,25 @@ def test_core_packages_are_all_checked() -> None:
     names = set(import_graph())
     for core in ("spec", "render", "nomad", "probe", "autoscale", "server"):
         assert any(n == f"{PACKAGE}.{core}" or n.startswith(f"{PACKAGE}.{core}.") for n in names), core
+
+
+def test_running_the_server_entry_point_loads_no_cli_module() -> None:
+    """The same rule observed at run time: `python -m nomad_triton.server --help` in a fresh interpreter."""
+    import subprocess
+    import sys
+
+    code = (
+        "import runpy, sys\n"
+        "sys.argv = ['nomad_triton.server', '--help']\n"
+        "try:\n"
+        "    runpy.run_module('nomad_triton.server', run_name='__main__', alter_sys=True)\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code in (0, None), exc.code\n"
+        "import nomad_triton.spec, nomad_triton.render, nomad_triton.nomad, nomad_triton.probe\n"
+        "import nomad_triton.autoscale, nomad_triton.server.command\n"
+        "print(sorted(m for m in sys.modules if m == 'nomad_triton.cli' or m.startswith('nomad_triton.cli.')))\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "Usage" in res.stdout  # the entry point really ran
+    assert res.stdout.strip().splitlines()[-1] == "[]", res.stdout
