@@ -464,3 +464,27 @@ def test_good_spec_renders_and_validates(tmp_path: Path) -> None:
     checked = CliRunner().invoke(app(), ["validate", str(spec), "--json"])
     assert checked.exit_code == 0, checked.output
     assert '"valid": true' in checked.stdout
+
+
+SHIPPED = sorted((Path(__file__).resolve().parents[2] / "jobs").glob("*.toml"))
+MUTATIONS = [
+    ("count=1e20", "count: expected a whole number from 0 to 10000, got 1e+20"),
+    ("scaling.max=1e20", "scaling.max: expected a whole number from 1 to 10000, got 1e+20"),
+    ("resources.memory=1e20", "resources.memory: expected a whole number from 10 to 16777216, got 1e+20"),
+    ('ports.http.static="8000"', 'ports.http.static: expected a whole number from 1 to 65535, got "8000"'),
+    ('rollout.min_healthy_time=" 5s"', "rollout.min_healthy_time: duration ' 5s' has surrounding whitespace"),
+    ("count.sub=1", "count.sub: count is a number and has no field 'sub'"),
+    ("model_repository.models.x=y", "model_repository.models.x: models is a list and 'x' is not an index"),
+]
+
+
+@pytest.mark.parametrize("shipped", SHIPPED, ids=[p.name for p in SHIPPED])
+@pytest.mark.parametrize(("item", "message"), MUTATIONS)
+def test_mutated_shipped_examples_fail_with_one_line(shipped: Path, item: str, message: str) -> None:
+    """The mutations that found these defects, applied to every shipped example spec."""
+    assert CliRunner().invoke(app(), ["validate", str(shipped)]).exit_code == 0  # the example itself is fine
+    for command in ("render", "validate"):
+        result = CliRunner().invoke(app(), [command, str(shipped), "--set", item])
+        assert result.exit_code == 2, result.output
+        (line,) = result.stderr.splitlines()
+        assert line.startswith(f"error: --set {item}: {message}"), line
