@@ -25,7 +25,8 @@ SET_OPT = typer.Option(
     "--set",
     metavar="KEY=VALUE",
     help="Override one field, e.g. --set rollout.canary=1 or --set model_repository.models.0=mlp "
-    "(VALUE is a TOML literal when it parses as one, else a string). Repeatable; applied last.",
+    "(VALUE is a TOML literal when it parses as one, else text where the field takes text). "
+    "Repeatable; applied last.",
 )
 VALUES_OPT = typer.Option(
     [],
