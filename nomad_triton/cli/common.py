@@ -25,7 +25,8 @@ SET_OPT = typer.Option(
     "--set",
     metavar="KEY=VALUE",
     help="Override one field, e.g. --set rollout.canary=1 or --set model_repository.models.0=mlp "
-    "(VALUE is a TOML literal when it parses as one, else a string). Repeatable; applied last.",
+    "(VALUE is a TOML literal when it parses as one, else text where the field takes text). "
+    "Repeatable; applied last.",
 )
 VALUES_OPT = typer.Option(
     [],
@@ -70,10 +71,10 @@ def emit_json(data: Any) -> None:
 
 
 def load_spec_or_exit(
-    spec: Path, sets: list[str], values: list[Path], as_json: bool = False
+    spec: Path, sets: list[str], values: list[Path], as_json: bool = False, *, check_repository: bool = False
 ) -> DeploymentSpec:
     """Load + validate the spec; bad input ends the command with exit 2 and one line naming file and field."""
     try:
-        return load_spec(spec, sets=sets, values=values)
+        return load_spec(spec, sets=sets, values=values, check_repository=check_repository)
     except SpecError as exc:
         fail(exc.line(), EXIT_BAD_INPUT, as_json, source=exc.source, field=exc.field)

@@ -50,7 +50,7 @@ def validate(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Validate SPEC locally: schema, render, and parse-back of the HCL (no Nomad contacted)."""
-    loaded = load_spec_or_exit(spec, sets, values, as_json)
+    loaded = load_spec_or_exit(spec, sets, values, as_json, check_repository=True)
     problems = validate_local(loaded)
     if as_json:
         emit_json({"valid": not problems, "job": loaded.name, "problems": problems})

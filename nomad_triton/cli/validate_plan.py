@@ -76,7 +76,7 @@ def validate(
         local_cli.validate(spec=spec, sets=sets, values=values, as_json=as_json)
         return
     assert conn is not None
-    loaded = load_spec_or_exit(spec, sets, values, as_json)
+    loaded = load_spec_or_exit(spec, sets, values, as_json, check_repository=True)
     problems = validate_local(loaded)
     if problems:
         fail(f"{spec}: rendered job is invalid: {problems[0]}", EXIT_FAILED, as_json, problems=problems)

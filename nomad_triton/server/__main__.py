@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from nomad_triton.cli.serve import serve
+from nomad_triton.server.command import serve
 
 if __name__ == "__main__":
     typer.run(serve)

@@ -11,7 +11,9 @@ import re
 from datetime import timedelta
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, PlainSerializer
+from pydantic import AfterValidator, BeforeValidator, PlainSerializer
+
+from nomad_triton.spec.limits import MAX_DURATION, MAX_DURATION_TEXT
 
 _UNITS_NS = {
     "ns": 1,
@@ -27,15 +29,21 @@ _PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 
 
 def parse_duration(value: Any) -> timedelta:
-    """Parse a Go duration string; bare numbers are rejected because their unit would be a guess."""
+    """Parse a Go duration string; bare numbers are rejected because their unit would be a guess.
+
+    Surrounding whitespace is an error, not trimmed: Go's ParseDuration (and so Nomad) refuses
+    `" 5s"`, and a spec that validates here must not fail there.
+    """
     if isinstance(value, timedelta):
         return value
     if isinstance(value, bool) or not isinstance(value, str):
         raise ValueError(f'expected a duration string such as "10s" or "5m", got {value!r}')
-    text = value.strip()
-    if text in ("0", ""):
-        if text == "":
-            raise ValueError("empty duration")
+    text = value
+    if text == "":
+        raise ValueError('empty duration (use e.g. "10s"; "0" for none)')
+    if text != text.strip():
+        raise ValueError(f"duration {value!r} has surrounding whitespace")
+    if text == "0":
         return timedelta(0)
     pos, total_ns = 0, 0.0
     while pos < len(text):
@@ -71,6 +79,17 @@ def format_duration(value: timedelta) -> str:
     return out
 
 
+def _within_spec_max(value: timedelta) -> timedelta:
+    if value > MAX_DURATION:
+        raise ValueError(
+            f"duration {format_duration(value)} is longer than the maximum of {MAX_DURATION_TEXT}"
+        )
+    return value
+
+
 Duration = Annotated[
-    timedelta, BeforeValidator(parse_duration), PlainSerializer(format_duration, return_type=str)
+    timedelta,
+    BeforeValidator(parse_duration),
+    AfterValidator(_within_spec_max),
+    PlainSerializer(format_duration, return_type=str),
 ]

@@ -2,7 +2,8 @@
 
 Why provenance: a value can come from the spec file, any of several values files or a `--set`
 flag. When it is wrong the user must be told *where* it came from, in one line, e.g.
-`--set rollout.canary=-1: rollout.canary: Input should be greater than or equal to 0`.
+`--set rollout.canary=-1: rollout.canary: expected a whole number from 0 to 10000, got -1`.
+The wording comes from nomad_triton.spec.messages, never from pydantic.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from nomad_triton.spec import messages
 from nomad_triton.spec.models import DeploymentSpec, FieldError
 
 Key = tuple[str | int, ...]
@@ -73,9 +75,23 @@ def read_document(path: Path) -> dict[str, Any]:
     """Parse one TOML/YAML/JSON file into a dict; SpecError names the file on any problem."""
     suffix = path.suffix.lower()
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(str(path), "", f"cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise SpecError(str(path), "", f"cannot read: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(
+            str(path),
+            "",
+            f"not a text file (byte {exc.start} is not UTF-8); expected a UTF-8 {suffix[1:] or 'spec'} file",
+        ) from None
+    if "\x00" in text:
+        raise SpecError(
+            str(path),
+            "",
+            f"not a text file (it contains NUL bytes); expected a UTF-8 {suffix[1:] or 'spec'} file",
+        )
     try:
         if suffix == ".toml":
             data: Any = tomllib.loads(text)
@@ -129,41 +145,108 @@ def parse_set_value(raw: str) -> Any:
         return raw
 
 
+def _set_value(raw: str, path: list[str], label: str) -> Any:
+    """The TOML literal; a bare word only where the field takes text (names, durations, choices).
+
+    Why: `--set count=abc` used to become the string "abc" and fail later with a type error that
+    hid the cause; a field that is not text gets told that its value is no TOML literal.
+    """
+    try:
+        return _plain(tomllib.loads(f"v = {raw}")["v"])
+    except tomllib.TOMLDecodeError:
+        pass
+    slots = messages.slots_at(DeploymentSpec, path)
+    if not slots or messages.accepts_text(slots):
+        return raw  # unknown paths are reported by validation (with a did-you-mean)
+    shown = messages.show_value(raw, path)
+    raise SpecError(
+        label,
+        ".".join(path),
+        f'{shown} is not a TOML value (numbers, true/false, [lists], "quoted text"); '
+        f"expected {messages.expected(slots)}",
+    )
+
+
+def set_label(item: str) -> str:
+    """`--set KEY=VALUE` as shown in errors: the value masked when KEY names a secret, else truncated."""
+    key, sep, value = item.partition("=")
+    if not sep:
+        return f"--set {messages.mask_text(item)}"
+    if messages.is_secret_path(key.strip().split(".")):
+        return f"--set {key}={messages.HIDDEN}"
+    value = messages.mask_text(value)
+    if len(value) > messages.MAX_SHOWN:
+        value = value[: messages.MAX_SHOWN - 1] + "…"
+    return f"--set {key}={value}"
+
+
+def _no_field_below(label: str, loc: list[str | int], seg: str, what: str) -> SpecError:
+    name = ".".join(map(str, loc[-2:])) if loc and isinstance(loc[-1], int) else str(loc[-1])
+    return SpecError(label, ".".join(map(str, [*loc, seg])), f"{name} is {what} and has no field {seg!r}")
+
+
 def apply_set(data: dict[str, Any], item: str, prov: _Provenance) -> None:
     """Apply one `a.b.0.c=value` override; numeric segments index lists (== len appends)."""
-    label = f"--set {item}"
+    label = set_label(item)
     key, sep, raw = item.partition("=")
     path = key.strip().split(".")
     if not sep or not key.strip() or any(not p.strip() for p in path):
         raise SpecError(
             label, key.strip() or "(empty)", "expected KEY=VALUE with a dotted KEY such as rollout.canary=1"
         )
-    value = parse_set_value(raw.strip())
+    path = [p.strip() for p in path]
+    value = _set_value(raw.strip(), path, label)
     node: Any = data
     loc: list[str | int] = []
     for i, seg in enumerate(path):
         last = i == len(path) - 1
         if isinstance(node, list):
-            if not seg.isdigit() or int(seg) > len(node):
+            name = str(loc[-1]) if loc else "(top)"
+            if not seg.isdigit():
                 raise SpecError(
-                    label, ".".join(map(str, [*loc, seg])), f"list index out of range (0..{len(node)})"
+                    label,
+                    ".".join(map(str, [*loc, seg])),
+                    f"{name} is a list and {seg!r} is not an index (use 0..{len(node)}; {len(node)} appends)",
+                )
+            if int(seg) > len(node):
+                raise SpecError(
+                    label,
+                    ".".join(map(str, [*loc, seg])),
+                    f"{name} is a list of {len(node)} and {seg} is past its end "
+                    f"(use 0..{len(node)}; {len(node)} appends)",
                 )
             idx = int(seg)
             if idx == len(node):
-                node.append({} if not last else None)
+                node.append(None)
             if last:
                 node[idx] = value
-            elif not isinstance(node[idx], dict | list):
-                node[idx] = {}
+            else:
+                node[idx] = _descend(node[idx], [*loc, idx], path[i + 1], label)
             node, seg_key = node[idx], idx
-        else:  # a dict: intermediate scalars were replaced by tables on the way down
+        else:
             if last:
                 node[seg] = value
-            elif not isinstance(node.get(seg), dict | list):
-                node[seg] = {}
+            else:
+                node[seg] = _descend(node.get(seg), [*loc, seg], path[i + 1], label)
             node, seg_key = node[seg], seg
         loc.append(seg_key)
     prov.record(tuple(loc), value, label)
+
+
+def _descend(current: Any, loc: list[str | int], below: str, label: str) -> Any:
+    """The container at `loc` that `--set` writes into; a scalar there (or in the schema) is an error.
+
+    Why: `--set count.sub=1` used to replace `count` by a table and fail with an unrelated message.
+    An absent field becomes what the schema says it is (a list for `datacenters.0=...`).
+    """
+    if isinstance(current, dict | list):
+        return current
+    if current is not None:
+        raise _no_field_below(label, loc, below, messages.kind_of(current))
+    slots = messages.slots_at(DeploymentSpec, loc)
+    if slots and not messages.is_container(slots):
+        raise _no_field_below(label, loc, below, messages.expected(slots))
+    return [] if slots and messages.is_list(slots) and below.isdigit() else {}
 
 
 def _models_in(annotation: Any) -> list[type[BaseModel]]:
@@ -209,14 +292,12 @@ def _clean_loc(loc: Sequence[str | int]) -> list[str | int]:
 def _describe(err: Any) -> tuple[list[str | int], str]:
     raw_loc = list(err["loc"])
     loc = _clean_loc(raw_loc)
-    kind, msg = err["type"], err["msg"]
+    kind = err["type"]
     ctx = err.get("ctx") or {}
     cause = ctx.get("error")
     if isinstance(cause, FieldError):
         loc = [*loc, *cause.field.split(".")]
         msg = str(cause)
-    elif kind == "value_error":
-        msg = msg.removeprefix("Value error, ")
     elif kind == "extra_forbidden":
         name = str(loc[-1])
         candidates = [f for f in _fields_at(raw_loc[:-1]) if f != name]
@@ -224,11 +305,14 @@ def _describe(err: Any) -> tuple[list[str | int], str]:
         msg = f"unknown key {name!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
     elif kind in ("union_tag_not_found", "union_tag_invalid"):
         loc = [*loc, "type"]
+        tags = ctx.get("expected_tags", "'docker', 'raw_exec'")
         msg = (
-            "must be one of 'docker', 'raw_exec'"
+            f"expected one of {tags}, got {messages.show_value(ctx.get('tag'), loc)}"
             if kind == "union_tag_invalid"
-            else "Field required (docker or raw_exec)"
+            else f"missing; expected one of {tags}"
         )
+    else:
+        msg = messages.translate(DeploymentSpec, err)
     return loc, msg
 
 
@@ -271,9 +355,47 @@ def validate_data(data: dict[str, Any], source: str, prov: _Provenance | None = 
         raise SpecError(origin, ".".join(map(str, loc)), msg, more=len(errors) - 1) from None
 
 
+def check_local_repository(spec: DeploymentSpec, prov: _Provenance | None, source: str) -> None:
+    """A raw_exec job serves from a folder on this host: it must exist and hold every named model.
+
+    Why: otherwise the job renders, registers and only fails minutes later as an unhealthy
+    allocation whose log says a model is missing. Only raw_exec with `path`: a docker path lives
+    in the image, a host volume or artifact on the client, none of which this host can see.
+    """
+    repo = spec.model_repository
+    if spec.driver.type != "raw_exec" or not repo.path:
+        return
+    where = prov.source_of(("model_repository", "path"), source) if prov else source
+    root = Path(repo.path)
+    if not root.is_dir():
+        what = "is not a folder" if root.exists() else "does not exist"
+        raise SpecError(
+            where, "model_repository.path", f"{root} {what}; expected the model repository folder"
+        )
+    for i, model in enumerate(repo.models):
+        if not (root / model).is_dir():
+            origin = prov.source_of(("model_repository", "models", i), source) if prov else source
+            raise SpecError(
+                origin,
+                f"model_repository.models.{i}",
+                f"model {model!r} is not in {root} (expected a folder {root / model})",
+            )
+
+
 def load_spec(
-    path: str | Path, sets: Iterable[str] = (), values: Iterable[str | Path] = ()
+    path: str | Path,
+    sets: Iterable[str] = (),
+    values: Iterable[str | Path] = (),
+    *,
+    check_repository: bool = False,
 ) -> DeploymentSpec:
-    """Load, layer and validate a deployment spec. Raises SpecError (never a traceback-worthy error)."""
+    """Load, layer and validate a deployment spec. Raises SpecError (never a traceback-worthy error).
+
+    `check_repository` (what `validate` asks for) also checks a raw_exec job's model repository
+    on this host (check_local_repository).
+    """
     data, prov = load_spec_data(path, sets, values)
-    return validate_data(data, str(path), prov)
+    spec = validate_data(data, str(path), prov)
+    if check_repository:
+        check_local_repository(spec, prov, str(path))
+    return spec

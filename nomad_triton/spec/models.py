@@ -13,7 +13,20 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from nomad_triton.spec.durations import Duration
+from nomad_triton.spec.durations import Duration, format_duration
+from nomad_triton.spec.limits import (
+    MAX_ATTEMPTS,
+    MAX_COUNT,
+    MAX_CPU_MHZ,
+    MAX_FAST_FACTOR,
+    MAX_GPUS,
+    MAX_INSTANCES,
+    MAX_LATENCY_MS,
+    MAX_MEMORY_MB,
+    MAX_PENDING,
+    MAX_RATIO,
+    MIN_MEMORY_MB,
+)
 
 # Nomad rejects job IDs with spaces or NUL characters; we also keep them to a URL- and
 # variable-path-safe alphabet because the ID ends up in API paths and lock variable paths.
@@ -40,9 +53,13 @@ class FieldError(ValueError):
 
 
 class _Strict(BaseModel):
-    """Base for every spec section: unknown keys are errors, assignments are re-validated."""
+    """Base for every spec section: unknown keys are errors, assignments are re-validated.
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    `strict`: a value of the wrong type is an error, never coerced (`static = "8000"` is not a
+    port, `count = 2.0` is not a count); `allow_inf_nan=False`: TOML's `inf`/`nan` are no numbers.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True, allow_inf_nan=False)
 
 
 class DockerDriver(_Strict):
@@ -56,6 +73,7 @@ class DockerDriver(_Strict):
     shm_size_mb: int | None = Field(
         1024,
         ge=1,
+        le=MAX_MEMORY_MB,
         description="/dev/shm size in MiB; Triton's python backend needs more than Docker's 64 MiB.",
     )
     ulimits: dict[str, str] = Field(
@@ -177,14 +195,18 @@ class PortsSpec(_Strict):
 class ResourcesSpec(_Strict):
     """CPU in MHz and memory in MB, as Nomad's resources block takes them."""
 
-    cpu: int = Field(1000, ge=1, description="CPU shares in MHz.")
-    memory: int = Field(2048, ge=10, description="Memory in MB (Nomad's minimum is 10).")
-    memory_max: int | None = Field(None, ge=10, description="Oversubscription limit in MB (optional).")
+    cpu: int = Field(1000, ge=1, le=MAX_CPU_MHZ, description="CPU shares in MHz.")
+    memory: int = Field(
+        2048, ge=MIN_MEMORY_MB, le=MAX_MEMORY_MB, description="Memory in MB (Nomad's minimum is 10)."
+    )
+    memory_max: int | None = Field(
+        None, ge=MIN_MEMORY_MB, le=MAX_MEMORY_MB, description="Oversubscription limit in MB (optional)."
+    )
 
     @model_validator(mode="after")
     def _max_above(self) -> ResourcesSpec:
         if self.memory_max is not None and self.memory_max < self.memory:
-            raise FieldError("memory_max", "memory_max must be >= memory")
+            raise FieldError("memory_max", f"memory_max {self.memory_max} must be >= memory {self.memory}")
         return self
 
 
@@ -197,7 +219,7 @@ def _check_size(value: str | None) -> str | None:
 class GpuSpec(_Strict):
     """GPUs via Nomad's device plugin; count 0 means CPU-only."""
 
-    count: int = Field(0, ge=0, le=64)
+    count: int = Field(0, ge=0, le=MAX_GPUS)
     device: str = Field("nvidia/gpu", pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+){0,2}$")
     min_memory: str | None = Field(None, description='Minimum device memory, e.g. "16 GiB".')
     model: str | None = Field(
@@ -240,8 +262,8 @@ class GpuSpec(_Strict):
 class RolloutSpec(_Strict):
     """Nomad's update block: how new versions replace old allocations."""
 
-    max_parallel: int = Field(1, ge=0)
-    canary: int = Field(0, ge=0)
+    max_parallel: int = Field(1, ge=0, le=MAX_COUNT)
+    canary: int = Field(0, ge=0, le=MAX_COUNT)
     auto_promote: bool = False
     auto_revert: bool = True
     health_check: Literal["checks", "task_states", "manual"] = "checks"
@@ -255,11 +277,16 @@ class RolloutSpec(_Strict):
         if self.auto_promote and self.canary == 0:
             raise FieldError("auto_promote", "auto_promote requires canary > 0")
         if self.min_healthy_time >= self.healthy_deadline:
-            raise FieldError("min_healthy_time", "min_healthy_time must be shorter than healthy_deadline")
+            raise FieldError(
+                "min_healthy_time",
+                f"min_healthy_time {format_duration(self.min_healthy_time)} must be shorter than "
+                f"healthy_deadline {format_duration(self.healthy_deadline)}",
+            )
         if self.progress_deadline and self.healthy_deadline >= self.progress_deadline:
             raise FieldError(
                 "healthy_deadline",
-                "healthy_deadline must be shorter than progress_deadline (or progress_deadline 0)",
+                f"healthy_deadline {format_duration(self.healthy_deadline)} must be shorter than "
+                f"progress_deadline {format_duration(self.progress_deadline)} (or progress_deadline 0)",
             )
         return self
 
@@ -287,14 +314,17 @@ class HealthSpec(_Strict):
         if self.timeout <= timedelta(0) or self.interval <= timedelta(0):
             raise FieldError("interval", "interval and timeout must be positive")
         if self.timeout > self.interval:
-            raise FieldError("timeout", "timeout must not exceed interval")
+            raise FieldError(
+                "timeout",
+                f"timeout {format_duration(self.timeout)} must not exceed interval {format_duration(self.interval)}",
+            )
         return self
 
 
 class RestartSpec(_Strict):
     """Local restarts before Nomad gives up on an allocation."""
 
-    attempts: int = Field(2, ge=0)
+    attempts: int = Field(2, ge=0, le=MAX_ATTEMPTS)
     interval: Duration = timedelta(minutes=30)
     delay: Duration = timedelta(seconds=15)
     mode: Literal["fail", "delay"] = "fail"
@@ -304,7 +334,7 @@ class RescheduleSpec(_Strict):
     """Rescheduling onto other nodes after an allocation failed."""
 
     unlimited: bool = True
-    attempts: int = Field(0, ge=0)
+    attempts: int = Field(0, ge=0, le=MAX_ATTEMPTS)
     interval: Duration = timedelta(0)
     delay: Duration = timedelta(seconds=30)
     delay_function: Literal["constant", "exponential", "fibonacci"] = "exponential"
@@ -325,10 +355,14 @@ class ScalingPolicySpec(_Strict):
         timedelta(seconds=1), description="How often the autoscaler decides (react within ~3 s)."
     )
     window: Duration = Field(timedelta(seconds=3), description="Observation window each decision looks at.")
-    target_queue_compute_ratio: float = Field(1.0, gt=0, description="rate(queue_us)/rate(compute_infer_us).")
+    target_queue_compute_ratio: float = Field(
+        1.0, gt=0, le=MAX_RATIO, description="rate(queue_us)/rate(compute_infer_us)."
+    )
     target_utilization: float = Field(0.7, gt=0, le=1, description="Busy fraction per replica to size for.")
-    target_pending_per_replica: float | None = Field(None, gt=0)
-    latency_slo_ms: float | None = Field(None, gt=0, description="Request latency objective, in ms.")
+    target_pending_per_replica: float | None = Field(None, gt=0, le=MAX_PENDING)
+    latency_slo_ms: float | None = Field(
+        None, gt=0, le=MAX_LATENCY_MS, description="Request latency objective, in ms."
+    )
     tolerance: float = Field(0.1, ge=0, lt=1, description="Dead band around the target, as a fraction.")
     cooldown_up: Duration = timedelta(seconds=3)
     cooldown_down: Duration = timedelta(seconds=20)
@@ -336,12 +370,14 @@ class ScalingPolicySpec(_Strict):
         timedelta(seconds=60), description="Scale down only if every decision in this window wanted fewer."
     )
     fast_factor: float = Field(
-        1.5, gt=1, description="Demand/target at or above this takes the fast path up."
+        1.5, gt=1, le=MAX_FAST_FACTOR, description="Demand/target at or above this takes the fast path up."
     )
     fast_hold: Duration = Field(timedelta(seconds=60), description="How long the fast path stays engaged.")
-    max_step_up: int = Field(8, ge=1)
-    max_step_down: int = Field(2, ge=1)
-    instances_per_replica: int = Field(1, ge=1, description="Model instances per allocation (capacity unit).")
+    max_step_up: int = Field(8, ge=1, le=MAX_COUNT)
+    max_step_down: int = Field(2, ge=1, le=MAX_COUNT)
+    instances_per_replica: int = Field(
+        1, ge=1, le=MAX_INSTANCES, description="Model instances per allocation (capacity unit)."
+    )
     drain: Duration = Field(timedelta(seconds=60), description="Time a scaled-in allocation gets to drain.")
 
     @model_validator(mode="after")
@@ -356,14 +392,14 @@ class ScalingSpec(_Strict):
     """Group scaling bounds (Nomad's scaling block) and the autoscaler policy."""
 
     enabled: bool = False
-    min: int = Field(1, ge=0)
-    max: int = Field(1, ge=1)
+    min: int = Field(1, ge=0, le=MAX_COUNT)
+    max: int = Field(1, ge=1, le=MAX_COUNT)
     policy: ScalingPolicySpec = Field(default_factory=ScalingPolicySpec)
 
     @model_validator(mode="after")
     def _bounds(self) -> ScalingSpec:
         if self.min > self.max:
-            raise FieldError("min", "min must be <= max")
+            raise FieldError("min", f"min {self.min} must be <= max {self.max}")
         return self
 
     def policy_config_kwargs(self) -> dict[str, float | int | None]:
@@ -402,7 +438,7 @@ class DeploymentSpec(_Strict):
     priority: int = Field(50, ge=1, le=100)
     group: str = Field("triton", pattern=r"^[A-Za-z0-9_-]{1,128}$", description="Task group name.")
     task: str = Field("server", pattern=r"^[A-Za-z0-9_-]{1,128}$", description="Task name.")
-    count: int = Field(1, ge=0)
+    count: int = Field(1, ge=0, le=MAX_COUNT)
     driver: Driver
     model_repository: ModelRepositorySpec
     ports: PortsSpec = Field(default_factory=PortsSpec)

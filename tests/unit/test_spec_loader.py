@@ -120,7 +120,7 @@ def test_error_names_the_set_flag_that_caused_it(spec_file: Path) -> None:
     with pytest.raises(SpecError) as info:
         load_spec(spec_file, sets=["rollout.canary=-1"])
     assert info.value.line() == (
-        "--set rollout.canary=-1: rollout.canary: Input should be greater than or equal to 0"
+        "--set rollout.canary=-1: rollout.canary: expected a whole number from 0 to 10000, got -1"
     )
 
 
