@@ -283,16 +283,6 @@ def device_meets(req: dict[str, Any], dev: dict[str, Any]) -> bool:
     return True
 
 
-def device_label(req: dict[str, Any]) -> str:
-    """`nvidia/gpu (count 2)`: the request named in failure reasons.
-
-    Nomad's own keys ("missing devices", "devices: no devices match request") do not say which
-    device was asked for; devcluster keeps them verbatim and adds this named companion key so a
-    user (and `nomad-triton deploy`) can tell which device request could not be met.
-    """
-    return f"{req.get('Name', '')} (count {int(req.get('Count') or 1)})"
-
-
 def healthy_ids(dev: dict[str, Any]) -> list[str]:
     return [i["ID"] for i in dev.get("Instances") or [] if i.get("Healthy", True)]
 
@@ -375,8 +365,9 @@ def feasible(
         for req in (t.get("Resources") or {}).get("Devices") or []:
             want = int(req.get("Count") or 1)
             if not any(device_meets(req, d) and len(healthy_ids(d)) >= want for d in devices):
+                # One node, one reason, under Nomad's own key: the ConstraintFiltered counts add
+                # up to NodesFiltered, as every client summing them expects.
                 filter_node(metric, node, "missing devices")
-                _bump(metric, "ConstraintFiltered", f"missing devices: {device_label(req)}")
                 return False
     for c in constraints:
         if c.get("Operand") == "distinct_hosts" and str(c.get("RTarget", "true")).lower() != "false":
@@ -464,7 +455,6 @@ def fit(
                     break
             if granted is None:
                 exhaust_node(metric, node, "devices: no devices match request")
-                _bump(metric, "DimensionExhausted", f"devices: {device_label(req)} exhausted")
                 return None
             d, ids = granted
             taken_ids.update(ids)
