@@ -28,6 +28,7 @@ from typing import Any
 
 import uvicorn
 
+from .alloc_runner import rfc3339
 from .api import Ctx, build_app
 from .config import ConfigError, DevclusterConfig, NodeConfig, load_config
 from .store import Store
@@ -44,7 +45,8 @@ def _arch() -> str:
 
 def node_object(cfg: NodeConfig, http_addr: str, region: str) -> dict[str, Any]:
     """A Nomad API Node for one configured node (simulated devices included)."""
-    now = time.time_ns()
+    # DriverInfo.UpdateTime is a Go time.Time: RFC 3339 on the wire, not unix nanoseconds.
+    now = rfc3339()
     devices = []
     for d_i, dev in enumerate(cfg.devices):
         attrs = dict(dev.attributes)
