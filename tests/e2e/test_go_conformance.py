@@ -1,0 +1,41 @@
+"""devcluster driven by the official Go client: tests/conformance, run by tools/conformance.py.
+
+Why here too (besides `make conformance`): so `make test` holds devcluster to Nomad's API as the
+Go client decodes it, with this suite's teardown check that nothing devcluster started is left
+running. Needs the Go toolchain (CI has it; without it this fails with the tool's one-line
+reason, it does not skip).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import Devcluster
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+# Every check the issue asks for; a check that silently disappears from the program fails here.
+EXPECTED = (
+    "status", "agent-self", "parse-validate", "plan", "register-enforce-index", "deployment-successful",
+    "allocations-ports", "scale-events", "versions-summary", "evaluations", "nodes", "node-pools",
+    "services", "event-stream", "variables", "variable-locks", "alloc-logs", "scaling-policies",
+    "infeasible-gpu-plan", "deregister-purge",
+)
+
+
+def test_official_go_client_conformance(devcluster: Devcluster) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "conformance.py"), "--addr", devcluster.addr],
+        capture_output=True, text=True, timeout=900, check=False, cwd=ROOT,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    status = {line.split()[1]: line.split()[0] for line in proc.stdout.splitlines()
+              if line.startswith(("ok ", "FAIL "))}
+    assert {name: status.get(name) for name in EXPECTED} == dict.fromkeys(EXPECTED, "ok"), out
+    assert f"{len(EXPECTED)} passed, 0 failed" in proc.stdout, out
