@@ -22,10 +22,12 @@ type namedCheck struct {
 var checks = []namedCheck{
 	{"status", checkStatus},
 	{"agent-self", checkAgentSelf},
+	{"acl-token-self", checkACLSelf},
 	{"parse-validate", checkParseValidate},
 	{"plan", checkPlan},
 	{"register-enforce-index", checkRegisterEnforceIndex},
 	{"deployment-successful", checkDeployment},
+	{"job-blocking-query", checkJobBlocking},
 	{"allocations-ports", checkAllocations},
 	{"scale-events", checkScale},
 	{"versions-summary", checkVersionsSummary},
@@ -33,11 +35,14 @@ var checks = []namedCheck{
 	{"nodes", checkNodes},
 	{"node-pools", checkNodePools},
 	{"services", checkServices},
+	{"alloc-stop", checkAllocStop},
 	{"event-stream", checkEventStream},
 	{"variables", checkVariables},
 	{"variable-locks", checkLocks},
 	{"alloc-logs", checkLogs},
 	{"scaling-policies", checkScalingPolicies},
+	{"revert", checkRevert},
+	{"failed-task", checkFailedTask},
 	{"infeasible-gpu-plan", checkInfeasibleGPU},
 	{"deregister-purge", checkDeregisterPurge},
 }
@@ -696,27 +701,45 @@ func checkLocks(r *runner) (string, error) {
 	return "acquire, conflicting acquire refused (409), renew, release", nil
 }
 
+// checkLogs: a request we send to the task shows up in its stderr through the logs endpoint.
 func checkLogs(r *runner) (string, error) {
 	alloc, err := r.runningAlloc()
 	if err != nil {
 		return "", err
 	}
+	port := alloc.AllocatedResources.Shared.Ports[0]
+	marker := "/conformance-logs-" + r.prefix
+	resp, err := http.Get(fmt.Sprintf("http://%s:%d%s", hostOr(port.HostIP), port.Value, marker))
+	if err != nil {
+		return "", fmt.Errorf("request to the task: %w", err)
+	}
+	resp.Body.Close()
+	var text string
+	state, err := waitFor("the request line in stderr", 20*time.Second, func() (bool, string, error) {
+		text, err = readLogs(r.c, alloc)
+		return strings.Contains(text, "GET "+marker), tail(text), err
+	})
+	if err != nil {
+		return state, err
+	}
+	return fmt.Sprintf("%d bytes of stderr, our request line among them", len(text)), nil
+}
+
+// readLogs reads a task's whole stderr without following (the frames end at EOF).
+func readLogs(c *api.Client, alloc *api.Allocation) (string, error) {
 	cancel := make(chan struct{})
 	defer close(cancel)
-	frames, errs := r.c.AllocFS().Logs(alloc, false, "server", "stderr", "start", 0, cancel, nil)
+	frames, errs := c.AllocFS().Logs(alloc, false, "server", "stderr", "start", 0, cancel, nil)
 	if frames == nil {
 		return "", fmt.Errorf("logs: %w", <-errs)
 	}
 	var text strings.Builder
-	timeout := time.After(20 * time.Second)
+	timeout := time.After(10 * time.Second)
 	for {
 		select {
 		case f, ok := <-frames:
 			if !ok {
-				if !strings.Contains(text.String(), "GET /") {
-					return "", fmt.Errorf("stderr has no request log line: %q", tail(text.String()))
-				}
-				return fmt.Sprintf("%d bytes of stderr, request lines present", text.Len()), nil
+				return text.String(), nil
 			}
 			text.Write(f.Data)
 		case err := <-errs:
@@ -724,7 +747,7 @@ func checkLogs(r *runner) (string, error) {
 				return "", fmt.Errorf("logs: %w", err)
 			}
 		case <-timeout:
-			return "", errors.New("logs without follow did not end within 20s")
+			return "", errors.New("logs without follow did not end within 10s")
 		}
 	}
 }
@@ -869,4 +892,169 @@ func checkDeregisterPurge(r *runner) (string, error) {
 		return "", fmt.Errorf("purged job's policy still listed: %v %d", err, len(stubs))
 	}
 	return "stopped (policy disabled, allocs stopped), purged (404, policy gone)", nil
+}
+
+// checkACLSelf: with ACLs on, the token's own record decodes; with them off, Nomad's 400.
+func checkACLSelf(r *runner) (string, error) {
+	self, err := r.c.Agent().Self()
+	if err != nil {
+		return "", err
+	}
+	acl, _ := self.Config["ACL"].(map[string]any)
+	enabled, _ := acl["Enabled"].(bool)
+	tok, _, err := r.c.ACLTokens().Self(nil)
+	if enabled {
+		if err != nil {
+			return "", fmt.Errorf("ACLs enabled but token self failed: %w", err)
+		}
+		if tok.AccessorID == "" || tok.CreateTime.IsZero() {
+			return "", fmt.Errorf("token %+v", tok)
+		}
+		return fmt.Sprintf("ACLs on: token %q (%s)", tok.Name, tok.Type), nil
+	}
+	if err == nil || !strings.Contains(err.Error(), "400") || !strings.Contains(err.Error(), "ACL support disabled") {
+		return "", fmt.Errorf("ACLs off: token self answered %v, want 400 ACL support disabled", err)
+	}
+	return "ACLs off: 400 ACL support disabled", nil
+}
+
+// checkJobBlocking: a blocking read with nothing changing waits out its wait time and returns
+// the same index, with X-Nomad-KnownLeader set.
+func checkJobBlocking(r *runner) (string, error) {
+	_, meta, err := r.c.Jobs().Info(r.webID(), nil)
+	if err != nil {
+		return "", err
+	}
+	start := time.Now()
+	job, meta2, err := r.c.Jobs().Info(r.webID(), &api.QueryOptions{WaitIndex: meta.LastIndex, WaitTime: 400 * time.Millisecond})
+	if err != nil {
+		return "", err
+	}
+	waited := time.Since(start)
+	if waited < 350*time.Millisecond || waited > 5*time.Second {
+		return "", fmt.Errorf("blocking read returned after %s (wait 400ms)", waited)
+	}
+	if meta2.LastIndex != meta.LastIndex || *job.ModifyIndex != meta.LastIndex || !meta2.KnownLeader {
+		return "", fmt.Errorf("index %d -> %d (job ModifyIndex %d), known leader %v", meta.LastIndex,
+			meta2.LastIndex, *job.ModifyIndex, meta2.KnownLeader)
+	}
+	_, _, err = r.c.Jobs().Info("no-such-job-"+r.prefix, nil)
+	if err == nil || !strings.Contains(err.Error(), "404") {
+		return "", fmt.Errorf("unknown job not a 404: %v", err)
+	}
+	return fmt.Sprintf("waited %s at index %d; unknown job 404", waited.Round(time.Millisecond), meta.LastIndex), nil
+}
+
+// checkAllocStop: stopping one allocation gets a follow-up evaluation and a replacement.
+func checkAllocStop(r *runner) (string, error) {
+	alloc, err := r.runningAlloc()
+	if err != nil {
+		return "", err
+	}
+	resp, err := r.c.Allocations().Stop(alloc, nil)
+	if err != nil {
+		return "", fmt.Errorf("stop: %w", err)
+	}
+	if resp.EvalID == "" {
+		return "", errors.New("stop gave no evaluation")
+	}
+	state, err := waitFor("the replacement to run", 60*time.Second, func() (bool, string, error) {
+		stubs, _, err := r.c.Jobs().Allocations(r.webID(), false, nil)
+		if err != nil {
+			return false, "", err
+		}
+		running, stopped := 0, false
+		for _, s := range stubs {
+			if s.ID == alloc.ID {
+				stopped = s.DesiredStatus == "stop" && s.ClientStatus == "complete"
+			} else if s.ClientStatus == "running" && s.DesiredStatus == "run" {
+				running++
+			}
+		}
+		return stopped && running == 2, fmt.Sprintf("stopped %v, %d others running", stopped, running), nil
+	})
+	if err != nil {
+		return state, err
+	}
+	return fmt.Sprintf("alloc %s stopped, eval %s, replacement running", alloc.ID[:8], resp.EvalID[:8]), nil
+}
+
+// checkRevert: reverting to an earlier version registers it as a new version and deploys it.
+func checkRevert(r *runner) (string, error) {
+	job, _, err := r.c.Jobs().Info(r.webID(), nil)
+	if err != nil {
+		return "", err
+	}
+	current := *job.Version
+	prior := current
+	resp, _, err := r.c.Jobs().Revert(r.webID(), 1, &prior, nil, "", "")
+	if err != nil {
+		return "", fmt.Errorf("revert: %w", err)
+	}
+	stale := current + 100
+	if _, _, err := r.c.Jobs().Revert(r.webID(), 1, &stale, nil, "", ""); err == nil {
+		return "", errors.New("revert with a wrong EnforcePriorVersion was accepted")
+	}
+	job, _, err = r.c.Jobs().Info(r.webID(), nil)
+	if err != nil {
+		return "", err
+	}
+	if *job.Version != current+1 || *job.TaskGroups[0].Scaling.Max != 3 {
+		return "", fmt.Errorf("after revert: version %d (want %d), scaling max %d", *job.Version, current+1,
+			*job.TaskGroups[0].Scaling.Max)
+	}
+	if err := r.waitDeploymentDone(); err != nil {
+		return "", err
+	}
+	d, _, err := r.c.Jobs().LatestDeployment(r.webID(), nil)
+	if err != nil || d.JobVersion != current+1 || d.Status != "successful" {
+		return "", fmt.Errorf("revert deployment %v: %+v", err, d)
+	}
+	return fmt.Sprintf("version 1 re-registered as %d (eval %s), deployed", current+1, resp.EvalID[:8]), nil
+}
+
+// checkFailedTask: a batch task that exits 1 with no restarts and no rescheduling ends failed,
+// and its task state (FinishedAt, the Terminated event's exit code) decodes.
+func checkFailedTask(r *runner) (string, error) {
+	job, err := r.c.Jobs().ParseHCL(failingJobHCL(r.failID()), true)
+	if err != nil {
+		return "", fmt.Errorf("parse: %w", err)
+	}
+	if _, _, err := r.c.Jobs().Register(job, nil); err != nil {
+		return "", fmt.Errorf("register: %w", err)
+	}
+	var failed *api.AllocationListStub
+	state, err := waitFor("the allocation to fail", 60*time.Second, func() (bool, string, error) {
+		stubs, _, err := r.c.Jobs().Allocations(r.failID(), false, nil)
+		if err != nil || len(stubs) == 0 {
+			return false, "no allocation", err
+		}
+		failed = stubs[0]
+		return failed.ClientStatus == "failed", failed.ClientStatus, nil
+	})
+	if err != nil {
+		return state, err
+	}
+	alloc, _, err := r.c.Allocations().Info(failed.ID, nil)
+	if err != nil {
+		return "", err
+	}
+	ts := alloc.TaskStates["fail"]
+	if ts == nil || !ts.Failed || ts.State != "dead" || ts.FinishedAt.IsZero() || ts.FinishedAt.Before(ts.StartedAt) {
+		return "", fmt.Errorf("task state %+v", ts)
+	}
+	exit := -1
+	for _, e := range ts.Events {
+		if e.Type == "Terminated" {
+			exit = e.ExitCode
+		}
+	}
+	if exit != 1 {
+		return "", fmt.Errorf("no Terminated event with exit code 1: %+v", ts.Events)
+	}
+	summary, _, err := r.c.Jobs().Summary(r.failID(), nil)
+	if err != nil || summary.Summary["main"].Failed != 1 {
+		return "", fmt.Errorf("summary %v %+v", err, summary)
+	}
+	return fmt.Sprintf("alloc %s failed, exit code 1, summary Failed 1", alloc.ID[:8]), nil
 }

@@ -84,3 +84,35 @@ job %q {
 }
 `, id, gpus)
 }
+
+// failingJobHCL: a batch task that exits 1, allowed neither a restart nor a reschedule.
+func failingJobHCL(id string) string {
+	return fmt.Sprintf(`
+job %q {
+  datacenters = ["*"]
+  type        = "batch"
+  group "main" {
+    count = 1
+    restart {
+      attempts = 0
+      mode     = "fail"
+    }
+    reschedule {
+      attempts  = 0
+      unlimited = false
+    }
+    task "fail" {
+      driver = "raw_exec"
+      config {
+        command = "/bin/sh"
+        args    = ["-c", "echo failing on purpose >&2; exit 1"]
+      }
+      resources {
+        cpu    = 20
+        memory = 16
+      }
+    }
+  }
+}
+`, id)
+}

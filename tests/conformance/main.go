@@ -88,7 +88,7 @@ func main() {
 
 // cleanup purges what this run registered, whatever failed on the way.
 func (r *runner) cleanup() {
-	for _, id := range []string{r.webID(), r.gpuID()} {
+	for _, id := range []string{r.webID(), r.gpuID(), r.failID()} {
 		_, _, _ = r.c.Jobs().Deregister(id, true, nil)
 	}
 	_, _ = r.c.Variables().Delete(r.varPath(), nil)
@@ -97,6 +97,7 @@ func (r *runner) cleanup() {
 
 func (r *runner) webID() string    { return r.prefix + "-web" }
 func (r *runner) gpuID() string    { return r.prefix + "-gpu" }
+func (r *runner) failID() string   { return r.prefix + "-fail" }
 func (r *runner) varPath() string  { return "conformance/" + r.prefix + "/config" }
 func (r *runner) lockPath() string { return "conformance/" + r.prefix + "/lock" }
 

@@ -21,10 +21,11 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 # Every check the issue asks for; a check that silently disappears from the program fails here.
 EXPECTED = (
-    "status", "agent-self", "parse-validate", "plan", "register-enforce-index", "deployment-successful",
-    "allocations-ports", "scale-events", "versions-summary", "evaluations", "nodes", "node-pools",
-    "services", "event-stream", "variables", "variable-locks", "alloc-logs", "scaling-policies",
-    "infeasible-gpu-plan", "deregister-purge",
+    "status", "agent-self", "acl-token-self", "parse-validate", "plan", "register-enforce-index",
+    "deployment-successful", "job-blocking-query", "allocations-ports", "scale-events", "versions-summary",
+    "evaluations", "nodes", "node-pools", "services", "alloc-stop", "event-stream", "variables",
+    "variable-locks", "alloc-logs", "scaling-policies", "revert", "failed-task", "infeasible-gpu-plan",
+    "deregister-purge",
 )
 
 
