@@ -8,13 +8,14 @@ reason, it does not skip).
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from .conftest import Devcluster
+from .conftest import StartFn
 
 pytestmark = pytest.mark.e2e
 
@@ -29,10 +30,17 @@ EXPECTED = (
 )
 
 
-def test_official_go_client_conformance(devcluster: Devcluster) -> None:
+@pytest.mark.parametrize("acl", [False, True], ids=["acl-off", "acl-on"])
+def test_official_go_client_conformance(devcluster_factory: StartFn, acl: bool) -> None:
+    # With ACLs on, every call carries the management token (X-Nomad-Token) as NOMAD_TOKEN.
+    dc = devcluster_factory("[server]\nacl = true\n" if acl else None)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NOMAD_")}
+    if acl:
+        assert dc.token, "an ACL devcluster has a management token"
+        env["NOMAD_TOKEN"] = dc.token
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "conformance.py"), "--addr", devcluster.addr],
-        capture_output=True, text=True, timeout=900, check=False, cwd=ROOT,
+        [sys.executable, str(ROOT / "tools" / "conformance.py"), "--addr", dc.addr],
+        capture_output=True, text=True, timeout=900, check=False, cwd=ROOT, env=env,
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
@@ -40,3 +48,4 @@ def test_official_go_client_conformance(devcluster: Devcluster) -> None:
               if line.startswith(("ok ", "FAIL "))}
     assert {name: status.get(name) for name in EXPECTED} == dict.fromkeys(EXPECTED, "ok"), out
     assert f"{len(EXPECTED)} passed, 0 failed" in proc.stdout, out
+    assert ("ACLs on" if acl else "ACLs off: 400 ACL support disabled") in proc.stdout, out
