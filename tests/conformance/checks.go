@@ -42,6 +42,7 @@ var checks = []namedCheck{
 	{"alloc-logs", checkLogs},
 	{"scaling-policies", checkScalingPolicies},
 	{"revert", checkRevert},
+	{"canary-promote", checkCanaryPromote},
 	{"failed-task", checkFailedTask},
 	{"infeasible-gpu-plan", checkInfeasibleGPU},
 	{"deregister-purge", checkDeregisterPurge},
@@ -1057,4 +1058,61 @@ func checkFailedTask(r *runner) (string, error) {
 		return "", fmt.Errorf("summary %v %+v", err, summary)
 	}
 	return fmt.Sprintf("alloc %s failed, exit code 1, summary Failed 1", alloc.ID[:8]), nil
+}
+
+// checkCanaryPromote: a new version with canary = 1 places one canary, waits for promotion,
+// and finishes after Deployments().PromoteAll, as `nomad deployment promote` drives it.
+func checkCanaryPromote(r *runner) (string, error) {
+	job, _, err := r.c.Jobs().Info(r.webID(), nil)
+	if err != nil {
+		return "", err
+	}
+	job.TaskGroups[0].Update.Canary = new(1)
+	job.Meta = map[string]string{"rev": "canary"}
+	reg, _, err := r.c.Jobs().RegisterOpts(job, &api.RegisterOptions{PreserveCounts: true}, nil)
+	if err != nil {
+		return "", fmt.Errorf("register: %w", err)
+	}
+	var dep *api.Deployment
+	state, err := waitFor("a healthy canary awaiting promotion", 60*time.Second, func() (bool, string, error) {
+		d, _, err := r.c.Jobs().LatestDeployment(r.webID(), nil)
+		if err != nil || d == nil {
+			return false, "no deployment", err
+		}
+		dep = d
+		tg := d.TaskGroups["web"]
+		if d.Status == "failed" {
+			return false, d.Status, fmt.Errorf("canary deployment failed: %s", d.StatusDescription)
+		}
+		return tg != nil && tg.DesiredCanaries == 1 && len(tg.PlacedCanaries) == 1 && tg.HealthyAllocs == 1 &&
+			!tg.Promoted && d.Status == "running", fmt.Sprintf("%s %+v", d.Status, tg), nil
+	})
+	if err != nil {
+		return state, err
+	}
+	if dep.JobModifyIndex == 0 || dep.JobVersion != uint64(*job.Version)+1 {
+		return "", fmt.Errorf("deployment tracks version %d (job modify %d), want %d", dep.JobVersion,
+			dep.JobModifyIndex, *job.Version+1)
+	}
+	canary, _, err := r.c.Allocations().Info(dep.TaskGroups["web"].PlacedCanaries[0], nil)
+	if err != nil {
+		return "", err
+	}
+	if canary.DeploymentStatus == nil || !canary.DeploymentStatus.Canary {
+		return "", fmt.Errorf("canary alloc not marked Canary: %+v", canary.DeploymentStatus)
+	}
+	if _, _, err := r.c.Deployments().PromoteAll(dep.ID, nil); err != nil {
+		return "", fmt.Errorf("promote: %w", err)
+	}
+	state, err = waitFor("the promoted deployment to succeed", 60*time.Second, func() (bool, string, error) {
+		d, _, err := r.c.Deployments().Info(dep.ID, nil)
+		if err != nil {
+			return false, "", err
+		}
+		return d.Status == "successful" && d.TaskGroups["web"].Promoted, d.Status, nil
+	})
+	if err != nil {
+		return state, err
+	}
+	return fmt.Sprintf("canary %s healthy, promoted, deployment successful (eval %s)", canary.ID[:8], reg.EvalID[:8]), nil
 }

@@ -25,7 +25,7 @@ EXPECTED = (
     "status", "agent-self", "acl-token-self", "parse-validate", "plan", "register-enforce-index",
     "deployment-successful", "job-blocking-query", "allocations-ports", "scale-events", "versions-summary",
     "evaluations", "nodes", "node-pools", "services", "alloc-stop", "event-stream", "variables",
-    "variable-locks", "alloc-logs", "scaling-policies", "revert", "failed-task", "infeasible-gpu-plan",
+    "variable-locks", "alloc-logs", "scaling-policies", "revert", "canary-promote", "failed-task", "infeasible-gpu-plan",
     "deregister-purge",
 )
 
