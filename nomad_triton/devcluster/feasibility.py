@@ -111,13 +111,32 @@ def parse_quantity(value: Any) -> float | None:
     return None
 
 
+_NUMBER = re.compile(r"^\s*([-+]?\d+)(?:(\.\d+))?\s*([A-Za-z/]*)\s*$")
+
+
+def typed_attribute(text: str) -> dict[str, Any]:
+    """A device attribute as Nomad's API carries it (psstructs.Attribute): "40 GiB" ->
+    {"Int": 40, "Unit": "GiB"}, "1.5" -> {"Float": 1.5}, "true" -> {"Bool": true}, other text ->
+    {"String": ...}; Unit is always present ("" when none), as Nomad's JSON has it."""
+    if text in ("true", "false"):
+        return {"Bool": text == "true", "Unit": ""}
+    m = _NUMBER.match(text)
+    if m and (not m.group(3) or m.group(3).lower() in _UNITS):
+        if m.group(2):
+            return {"Float": float(m.group(1) + m.group(2)), "Unit": m.group(3)}
+        return {"Int": int(m.group(1)), "Unit": m.group(3)}
+    return {"String": text, "Unit": ""}
+
+
 def _attr_str(value: Any) -> str:
     if isinstance(value, dict):
         for k in ("String", "Int", "Float", "Bool"):
             if value.get(k) is not None:
                 v = value[k]
                 unit = value.get("Unit") or ""
-                return f"{v} {unit}".strip() if k in ("Int", "Float") else str(v).lower()
+                if k in ("Int", "Float"):
+                    return f"{v} {unit}".strip()
+                return str(v).lower() if k == "Bool" else str(v)
     if isinstance(value, bool):
         return str(value).lower()
     return str(value)

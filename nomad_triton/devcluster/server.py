@@ -31,6 +31,7 @@ import uvicorn
 from .alloc_runner import rfc3339
 from .api import Ctx, build_app
 from .config import ConfigError, DevclusterConfig, NodeConfig, load_config
+from .feasibility import typed_attribute
 from .store import Store
 
 log = logging.getLogger("devcluster")
@@ -52,13 +53,16 @@ def node_object(cfg: NodeConfig, http_addr: str, region: str) -> dict[str, Any]:
         attrs = dict(dev.attributes)
         if dev.memory:
             attrs.setdefault("memory", dev.memory)
+        # Nomad's NodeDeviceResource.Attributes are typed ({"Int": 40, "Unit": "GiB"}), not text:
+        # the Go client fails to decode a plain string there.
+        typed = {name: typed_attribute(str(value)) for name, value in attrs.items()}
         instances = [
             {"ID": f"GPU-{uuid.uuid5(uuid.NAMESPACE_URL, f'{cfg.name}/{d_i}/{i}')}", "Healthy": dev.healthy,
              "HealthDescription": "" if dev.healthy else "simulated unhealthy", "Locality": None}
             for i in range(dev.count)
         ]
         devices.append({"Vendor": dev.vendor, "Type": dev.type, "Name": dev.name,
-                        "Attributes": attrs, "Instances": instances})
+                        "Attributes": typed, "Instances": instances})
     drivers = {
         name: {"Attributes": {f"driver.{name}": "1"}, "Detected": True, "Healthy": True,
                "HealthDescription": "Healthy", "UpdateTime": now}
