@@ -30,10 +30,29 @@ EXPECTED = (
 )
 
 
-@pytest.mark.parametrize("acl", [False, True], ids=["acl-off", "acl-on"])
+# ACLs on, and two nodes: a CPU one and a GPU one with 2 A100s (class "gpu"), so the infeasible
+# GPU plan filters two nodes of different shapes, each counted once.
+ACL_TWO_NODES = """
+[server]
+acl = true
+
+[[nodes]]
+name = "cpu-1"
+
+[[nodes]]
+name = "gpu-1"
+node_class = "gpu"
+[[nodes.devices]]
+name = "A100"
+count = 2
+memory = "40 GiB"
+"""
+
+
+@pytest.mark.parametrize("acl", [False, True], ids=["acl-off-one-node", "acl-on-cpu-and-gpu-node"])
 def test_official_go_client_conformance(devcluster_factory: StartFn, acl: bool) -> None:
     # With ACLs on, every call carries the management token (X-Nomad-Token) as NOMAD_TOKEN.
-    dc = devcluster_factory("[server]\nacl = true\n" if acl else None)
+    dc = devcluster_factory(ACL_TWO_NODES if acl else None)
     env = {k: v for k, v in os.environ.items() if not k.startswith("NOMAD_")}
     if acl:
         assert dc.token, "an ACL devcluster has a management token"
@@ -49,3 +68,8 @@ def test_official_go_client_conformance(devcluster_factory: StartFn, acl: bool) 
     assert {name: status.get(name) for name in EXPECTED} == dict.fromkeys(EXPECTED, "ok"), out
     assert f"{len(EXPECTED)} passed, 0 failed" in proc.stdout, out
     assert ("ACLs on" if acl else "ACLs off: 400 ACL support disabled") in proc.stdout, out
+    assert f"not placed: {2 if acl else 1} node(s) evaluated" in status_line(proc.stdout, "infeasible-gpu-plan"), out
+
+
+def status_line(stdout: str, check: str) -> str:
+    return next(line for line in stdout.splitlines() if line.split()[1:2] == [check])
