@@ -22,6 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PROGRAM_DIR = ROOT / "tests" / "conformance"
+DEFAULT_CONFIG = PROGRAM_DIR / "devcluster.toml"
 GO_FALLBACKS = ("/usr/local/go/bin/go", str(Path.home() / "go" / "bin" / "go"))
 BUILD_TIMEOUT_S = 300
 RUN_TIMEOUT_S = 600
@@ -68,26 +69,37 @@ def run_checks(binary: Path, addr: str, token: str | None, python: str) -> int:
     return proc.returncode
 
 
-def run_on_devcluster(binary: Path, python: str) -> int:
-    """Start a devcluster of our own, run the checks against it, stop it (always)."""
+def run_on_devcluster(binary: Path, python: str, config: Path) -> int:
+    """Start a devcluster of our own, run the checks against it, stop it (always).
+
+    A devcluster that does not stop by itself (or leaves task processes behind) fails the run."""
     from nomad_triton.devcluster import launcher  # only this mode needs the project installed
 
     with tempfile.TemporaryDirectory(prefix="nomad-conformance-") as tmp:
         state = Path(tmp) / "state"
-        running = launcher.start(state, config=None, port=0, timeout_s=30)
-        print(f"conformance: devcluster pid {running.pid} on {running.addr}", flush=True)
         try:
-            return run_checks(binary, running.addr, running.token(), python)
+            running = launcher.start(state, config=config, port=0, timeout_s=30)
+        except launcher.LaunchError as exc:
+            raise ConformanceError(f"devcluster did not start: {exc}") from None
+        print(f"conformance: devcluster pid {running.pid} on {running.addr} ({config.name})", flush=True)
+        rc = 1
+        try:
+            rc = run_checks(binary, running.addr, running.token(), python)
         finally:
             result = launcher.stop(Path(running.state_dir), timeout_s=20)
-            if result is None or not result.get("graceful"):
+            if result is None or not result.get("graceful") or result.get("killed_groups"):
                 print(f"conformance: devcluster did not stop cleanly: {result}", flush=True)
+                rc = rc or 1
+        return rc
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--addr", help="run against this Nomad (NOMAD_TOKEN from the environment) "
                                        "instead of starting a devcluster")
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
+                        help="devcluster.toml for the devcluster started here (default: ACLs on, a CPU "
+                             "and a GPU node)")
     parser.add_argument("--python", default=sys.executable,
                         help="Python the web job's raw_exec task runs (default: this one)")
     args = parser.parse_args(argv)
@@ -96,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             binary = build(Path(out))
             if args.addr:
                 return run_checks(binary, args.addr, os.environ.get("NOMAD_TOKEN"), args.python)
-            return run_on_devcluster(binary, args.python)
+            return run_on_devcluster(binary, args.python, args.config)
     except ConformanceError as exc:
         print(f"conformance: {exc}", file=sys.stderr, flush=True)
         return 2

@@ -30,29 +30,15 @@ EXPECTED = (
 )
 
 
-# ACLs on, and two nodes: a CPU one and a GPU one with 2 A100s (class "gpu"), so the infeasible
-# GPU plan filters two nodes of different shapes, each counted once.
-ACL_TWO_NODES = """
-[server]
-acl = true
-
-[[nodes]]
-name = "cpu-1"
-
-[[nodes]]
-name = "gpu-1"
-node_class = "gpu"
-[[nodes.devices]]
-name = "A100"
-count = 2
-memory = "40 GiB"
-"""
+# What `make conformance` runs on: ACLs on, a CPU node and a GPU node (class "gpu"), so the
+# infeasible GPU plan filters two differently shaped nodes, each counted once.
+CONFORMANCE_CONFIG = ROOT / "tests" / "conformance" / "devcluster.toml"
 
 
 @pytest.mark.parametrize("acl", [False, True], ids=["acl-off-one-node", "acl-on-cpu-and-gpu-node"])
 def test_official_go_client_conformance(devcluster_factory: StartFn, acl: bool) -> None:
     # With ACLs on, every call carries the management token (X-Nomad-Token) as NOMAD_TOKEN.
-    dc = devcluster_factory(ACL_TWO_NODES if acl else None)
+    dc = devcluster_factory(CONFORMANCE_CONFIG.read_text() if acl else None)
     env = {k: v for k, v in os.environ.items() if not k.startswith("NOMAD_")}
     if acl:
         assert dc.token, "an ACL devcluster has a management token"
