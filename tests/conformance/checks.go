@@ -1014,8 +1014,9 @@ func checkRevert(r *runner) (string, error) {
 	return fmt.Sprintf("version 1 re-registered as %d (eval %s), deployed", current+1, resp.EvalID[:8]), nil
 }
 
-// checkFailedTask: a batch task that exits 1 with no restarts and no rescheduling ends failed,
-// and its task state (FinishedAt, the Terminated event's exit code) decodes.
+// checkFailedTask: a batch task that exits 1 fails, is rescheduled once (its replacement
+// carries a RescheduleTracker naming the first), fails again and stays failed; the task state
+// (FinishedAt, the Terminated event's exit code) and the tracker decode.
 func checkFailedTask(r *runner) (string, error) {
 	job, err := r.c.Jobs().ParseHCL(failingJobHCL(r.failID()), true)
 	if err != nil {
@@ -1024,23 +1025,44 @@ func checkFailedTask(r *runner) (string, error) {
 	if _, _, err := r.c.Jobs().Register(job, nil); err != nil {
 		return "", fmt.Errorf("register: %w", err)
 	}
-	var failed *api.AllocationListStub
-	state, err := waitFor("the allocation to fail", 60*time.Second, func() (bool, string, error) {
-		stubs, _, err := r.c.Jobs().Allocations(r.failID(), false, nil)
-		if err != nil || len(stubs) == 0 {
-			return false, "no allocation", err
+	var stubs []*api.AllocationListStub
+	state, err := waitFor("two failed allocations (the first rescheduled once)", 60*time.Second, func() (bool, string, error) {
+		stubs, _, err = r.c.Jobs().Allocations(r.failID(), false, nil)
+		if err != nil {
+			return false, "", err
 		}
-		failed = stubs[0]
-		return failed.ClientStatus == "failed", failed.ClientStatus, nil
+		failed := 0
+		for _, s := range stubs {
+			if s.ClientStatus == "failed" {
+				failed++
+			}
+		}
+		return failed == 2 && len(stubs) == 2, fmt.Sprintf("%d allocs, %d failed", len(stubs), failed), nil
 	})
 	if err != nil {
 		return state, err
 	}
-	alloc, _, err := r.c.Allocations().Info(failed.ID, nil)
-	if err != nil {
-		return "", err
+	var first, second *api.Allocation
+	for _, s := range stubs {
+		alloc, _, err := r.c.Allocations().Info(s.ID, nil)
+		if err != nil {
+			return "", err
+		}
+		if alloc.PreviousAllocation == "" {
+			first = alloc
+		} else {
+			second = alloc
+		}
 	}
-	ts := alloc.TaskStates["fail"]
+	if first == nil || second == nil || second.PreviousAllocation != first.ID || first.NextAllocation != second.ID {
+		return "", errors.New("allocations are not linked by PreviousAllocation/NextAllocation")
+	}
+	tracker := second.RescheduleTracker
+	if tracker == nil || len(tracker.Events) != 1 || tracker.Events[0].PrevAllocID != first.ID ||
+		tracker.Events[0].RescheduleTime < first.CreateTime {
+		return "", fmt.Errorf("reschedule tracker %+v", tracker)
+	}
+	ts := second.TaskStates["fail"]
 	if ts == nil || !ts.Failed || ts.State != "dead" || ts.FinishedAt.IsZero() || ts.FinishedAt.Before(ts.StartedAt) {
 		return "", fmt.Errorf("task state %+v", ts)
 	}
@@ -1054,10 +1076,10 @@ func checkFailedTask(r *runner) (string, error) {
 		return "", fmt.Errorf("no Terminated event with exit code 1: %+v", ts.Events)
 	}
 	summary, _, err := r.c.Jobs().Summary(r.failID(), nil)
-	if err != nil || summary.Summary["main"].Failed != 1 {
+	if err != nil || summary.Summary["main"].Failed != 2 {
 		return "", fmt.Errorf("summary %v %+v", err, summary)
 	}
-	return fmt.Sprintf("alloc %s failed, exit code 1, summary Failed 1", alloc.ID[:8]), nil
+	return fmt.Sprintf("alloc %s failed, rescheduled once as %s, failed again (exit 1)", first.ID[:8], second.ID[:8]), nil
 }
 
 // checkCanaryPromote: a new version with canary = 1 places one canary, waits for promotion,

@@ -85,7 +85,7 @@ job %q {
 `, id, gpus)
 }
 
-// failingJobHCL: a batch task that exits 1, allowed neither a restart nor a reschedule.
+// failingJobHCL: a batch task that exits 1, never restarted in place and rescheduled once.
 func failingJobHCL(id string) string {
 	return fmt.Sprintf(`
 job %q {
@@ -98,8 +98,11 @@ job %q {
       mode     = "fail"
     }
     reschedule {
-      attempts  = 0
-      unlimited = false
+      attempts       = 1
+      interval       = "1h"
+      delay          = "1s"
+      delay_function = "constant"
+      unlimited      = false
     }
     task "fail" {
       driver = "raw_exec"
