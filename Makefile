@@ -67,6 +67,13 @@ test-e2e: venv
 test-latest: venv
 	$(PY) tools/test_latest.py
 
+# `make conformance`: devcluster driven by the official Go client (tests/conformance, Go 1.26+ and
+# the Go module proxy needed); it starts and stops a devcluster of its own. Against a real Nomad:
+# `NOMAD_TOKEN=... .venv/bin/python tools/conformance.py --addr https://nomad:4646`.
+.PHONY: conformance
+conformance: venv
+	$(PY) tools/conformance.py
+
 # `make demo`: devcluster up, deploy the CPU example on real PyTriton, infer, scale to 2, status.
 demo: venv
 	bash examples/demo.sh

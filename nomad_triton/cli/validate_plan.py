@@ -102,12 +102,12 @@ def validate(
     typer.echo(f"{spec}: ok: job {job.get('ID')!r} parsed and validated by Nomad at {conn.settings.address}")
 
 
-def plan_lines(plan: PlanResult, verbose: bool = False) -> list[str]:
+def plan_lines(plan: PlanResult, verbose: bool = False, job: dict[str, Any] | None = None) -> list[str]:
     lines = render_diff(plan.diff, verbose)
     if plan.desired_updates:
         lines += ["", "Scheduler dry-run:"] + render_updates(plan.desired_updates)
     if plan.failed_tg_allocs:
-        lines += ["", "Placement failures:"] + explain_failed_tg_allocs(plan.failed_tg_allocs)
+        lines += ["", "Placement failures:"] + explain_failed_tg_allocs(plan.failed_tg_allocs, job)
     if plan.warnings:
         lines += ["", f"Warnings: {plan.warnings}"]
     lines += ["", f"Job Modify Index: {plan.job_modify_index}"]
@@ -141,13 +141,13 @@ def plan(
                 "job_modify_index": result.job_modify_index,
                 "desired_updates": result.desired_updates,
                 "failed_tg_allocs": result.failed_tg_allocs,
-                "placement_failures": explain_failed_tg_allocs(result.failed_tg_allocs),
+                "placement_failures": explain_failed_tg_allocs(result.failed_tg_allocs, job),
                 "diff": result.diff,
                 "warnings": result.warnings,
             }
         )
     else:
-        typer.echo("\n".join(plan_lines(result, verbose)))
+        typer.echo("\n".join(plan_lines(result, verbose, job)))
     raise typer.Exit(1 if changed else 0)
 
 

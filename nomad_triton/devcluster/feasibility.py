@@ -111,13 +111,32 @@ def parse_quantity(value: Any) -> float | None:
     return None
 
 
+_NUMBER = re.compile(r"^\s*([-+]?\d+)(?:(\.\d+))?\s*([A-Za-z/]*)\s*$")
+
+
+def typed_attribute(text: str) -> dict[str, Any]:
+    """A device attribute as Nomad's API carries it (psstructs.Attribute): "40 GiB" ->
+    {"Int": 40, "Unit": "GiB"}, "1.5" -> {"Float": 1.5}, "true" -> {"Bool": true}, other text ->
+    {"String": ...}; Unit is always present ("" when none), as Nomad's JSON has it."""
+    if text in ("true", "false"):
+        return {"Bool": text == "true", "Unit": ""}
+    m = _NUMBER.match(text)
+    if m and (not m.group(3) or m.group(3).lower() in _UNITS):
+        if m.group(2):
+            return {"Float": float(m.group(1) + m.group(2)), "Unit": m.group(3)}
+        return {"Int": int(m.group(1)), "Unit": m.group(3)}
+    return {"String": text, "Unit": ""}
+
+
 def _attr_str(value: Any) -> str:
     if isinstance(value, dict):
         for k in ("String", "Int", "Float", "Bool"):
             if value.get(k) is not None:
                 v = value[k]
                 unit = value.get("Unit") or ""
-                return f"{v} {unit}".strip() if k in ("Int", "Float") else str(v).lower()
+                if k in ("Int", "Float"):
+                    return f"{v} {unit}".strip()
+                return str(v).lower() if k == "Bool" else str(v)
     if isinstance(value, bool):
         return str(value).lower()
     return str(value)
@@ -283,16 +302,6 @@ def device_meets(req: dict[str, Any], dev: dict[str, Any]) -> bool:
     return True
 
 
-def device_label(req: dict[str, Any]) -> str:
-    """`nvidia/gpu (count 2)`: the request named in failure reasons.
-
-    Nomad's own keys ("missing devices", "devices: no devices match request") do not say which
-    device was asked for; devcluster keeps them verbatim and adds this named companion key so a
-    user (and `nomad-triton deploy`) can tell which device request could not be met.
-    """
-    return f"{req.get('Name', '')} (count {int(req.get('Count') or 1)})"
-
-
 def healthy_ids(dev: dict[str, Any]) -> list[str]:
     return [i["ID"] for i in dev.get("Instances") or [] if i.get("Healthy", True)]
 
@@ -375,8 +384,9 @@ def feasible(
         for req in (t.get("Resources") or {}).get("Devices") or []:
             want = int(req.get("Count") or 1)
             if not any(device_meets(req, d) and len(healthy_ids(d)) >= want for d in devices):
+                # One node, one reason, under Nomad's own key: the ConstraintFiltered counts add
+                # up to NodesFiltered, as every client summing them expects.
                 filter_node(metric, node, "missing devices")
-                _bump(metric, "ConstraintFiltered", f"missing devices: {device_label(req)}")
                 return False
     for c in constraints:
         if c.get("Operand") == "distinct_hosts" and str(c.get("RTarget", "true")).lower() != "false":
@@ -464,7 +474,6 @@ def fit(
                     break
             if granted is None:
                 exhaust_node(metric, node, "devices: no devices match request")
-                _bump(metric, "DimensionExhausted", f"devices: {device_label(req)} exhausted")
                 return None
             d, ids = granted
             taken_ids.update(ids)

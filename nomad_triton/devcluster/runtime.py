@@ -375,7 +375,7 @@ class Runtime:
             "Priority": job.get("Priority", 50), "Type": job.get("Type", "service"),
             "TriggeredBy": triggered_by, "JobID": job["ID"], "JobModifyIndex": job.get("JobModifyIndex", 0),
             "DeploymentID": deployment_id, "NodeID": "", "NodeModifyIndex": 0, "Status": status,
-            "StatusDescription": "", "Wait": 0, "WaitUntil": None, "NextEval": "", "PreviousEval": previous,
+            "StatusDescription": "", "Wait": 0, "WaitUntil": "0001-01-01T00:00:00Z", "NextEval": "", "PreviousEval": previous,
             "BlockedEval": "", "FailedTGAllocs": None, "ClassEligibility": None, "QueuedAllocations": None,
             "SnapshotIndex": self.store.index, "CreateIndex": 0, "ModifyIndex": 0, "CreateTime": ts,
             "ModifyTime": ts,

@@ -28,8 +28,10 @@ from typing import Any
 
 import uvicorn
 
+from .alloc_runner import rfc3339
 from .api import Ctx, build_app
 from .config import ConfigError, DevclusterConfig, NodeConfig, load_config
+from .feasibility import typed_attribute
 from .store import Store
 
 log = logging.getLogger("devcluster")
@@ -44,19 +46,23 @@ def _arch() -> str:
 
 def node_object(cfg: NodeConfig, http_addr: str, region: str) -> dict[str, Any]:
     """A Nomad API Node for one configured node (simulated devices included)."""
-    now = time.time_ns()
+    # DriverInfo.UpdateTime is a Go time.Time: RFC 3339 on the wire, not unix nanoseconds.
+    now = rfc3339()
     devices = []
     for d_i, dev in enumerate(cfg.devices):
         attrs = dict(dev.attributes)
         if dev.memory:
             attrs.setdefault("memory", dev.memory)
+        # Nomad's NodeDeviceResource.Attributes are typed ({"Int": 40, "Unit": "GiB"}), not text:
+        # the Go client fails to decode a plain string there.
+        typed = {name: typed_attribute(str(value)) for name, value in attrs.items()}
         instances = [
             {"ID": f"GPU-{uuid.uuid5(uuid.NAMESPACE_URL, f'{cfg.name}/{d_i}/{i}')}", "Healthy": dev.healthy,
              "HealthDescription": "" if dev.healthy else "simulated unhealthy", "Locality": None}
             for i in range(dev.count)
         ]
         devices.append({"Vendor": dev.vendor, "Type": dev.type, "Name": dev.name,
-                        "Attributes": attrs, "Instances": instances})
+                        "Attributes": typed, "Instances": instances})
     drivers = {
         name: {"Attributes": {f"driver.{name}": "1"}, "Detected": True, "Healthy": True,
                "HealthDescription": "Healthy", "UpdateTime": now}

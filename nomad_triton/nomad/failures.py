@@ -31,8 +31,27 @@ INTERESTING_EVENTS = {
 TERMINAL_CLIENT_STATUS = {"complete", "failed", "lost"}
 
 
-def explain_placement(group: str, metric: dict[str, Any]) -> list[str]:
-    """Why Nomad could not place allocations of `group`, in the words the nomad CLI would use."""
+def device_requests(job: dict[str, Any] | None, group: str) -> list[str]:
+    """`nvidia/gpu x4` for each device the group's tasks ask for.
+
+    Nomad's placement metrics say "missing devices" / "devices: no devices match request" without
+    naming the device (one key per node, so the counts add up); the job says which it was.
+    """
+    out: list[str] = []
+    for tg in (job or {}).get("TaskGroups") or []:
+        if tg.get("Name") != group:
+            continue
+        for task in tg.get("Tasks") or []:
+            for dev in (task.get("Resources") or {}).get("Devices") or []:
+                out.append(f"{dev.get('Name', '?')} x{int(dev.get('Count') or 1)}")
+    return out
+
+
+def explain_placement(group: str, metric: dict[str, Any], devices: list[str] | None = None) -> list[str]:
+    """Why Nomad could not place allocations of `group`, in the words the nomad CLI would use.
+
+    `devices` (from device_requests) names what a device reason is about."""
+    asked = f": {', '.join(devices)}" if devices else ""
     lines: list[str] = []
     coalesced = int(metric.get("CoalescedFailures") or 0)
     lines.append(f'Task group "{group}" failed to place {coalesced + 1} allocation(s):')
@@ -52,7 +71,7 @@ def explain_placement(group: str, metric: dict[str, Any]) -> list[str]:
         if "missing drivers" in constraint:
             hint = " (no node runs that task driver)"
         elif "devices" in constraint or "device" in constraint:
-            hint = " (no node has the requested device)"
+            hint = f" (no node has the requested device{asked})"
         lines.append(f'  * Constraint "{constraint}": {n} node(s) excluded by filter{hint}')
     exhausted = int(metric.get("NodesExhausted") or 0)
     if exhausted:
@@ -60,7 +79,7 @@ def explain_placement(group: str, metric: dict[str, Any]) -> list[str]:
     for cls, n in sorted((metric.get("ClassExhausted") or {}).items()):
         lines.append(f'  * Class "{cls}" exhausted on {n} node(s)')
     for dim, n in sorted((metric.get("DimensionExhausted") or {}).items()):
-        hint = " (all matching devices are in use or too few per node)" if dim.startswith("devices") else ""
+        hint = f" (all matching devices are in use or too few per node{asked})" if dim.startswith("devices") else ""
         lines.append(f'  * Dimension "{dim}" exhausted on {n} node(s){hint}')
     for quota in metric.get("QuotaExhausted") or []:
         lines.append(f'  * Quota limit hit "{quota}"')
@@ -69,12 +88,18 @@ def explain_placement(group: str, metric: dict[str, Any]) -> list[str]:
     return lines
 
 
-def explain_failed_tg_allocs(failed: dict[str, Any] | None) -> list[str]:
-    """Explain every task group of an evaluation's or plan's FailedTGAllocs."""
+def explain_failed_tg_allocs(failed: dict[str, Any] | None, job: dict[str, Any] | None = None) -> list[str]:
+    """Explain every task group of an evaluation's or plan's FailedTGAllocs (`job` names devices)."""
     out: list[str] = []
     for group, metric in sorted((failed or {}).items()):
-        out.extend(explain_placement(group, metric or {}))
+        out.extend(explain_placement(group, metric or {}, device_requests(job, group)))
     return out
+
+
+def _mentions_devices(failed: dict[str, Any] | None) -> bool:
+    keys = [k for m in (failed or {}).values() for field in ("ConstraintFiltered", "DimensionExhausted")
+            for k in ((m or {}).get(field) or {})]
+    return any("device" in k for k in keys)
 
 
 def task_event_lines(alloc: dict[str, Any], limit: int = 6) -> list[str]:
@@ -154,7 +179,13 @@ def inspect(
     With include_not_healthy (a deadline passed) allocations still waiting to become healthy are
     shown too: they are usually why the deadline passed.
     """
-    report = FailureReport(placement=explain_failed_tg_allocs(failed_tg_allocs))
+    job = None
+    if _mentions_devices(failed_tg_allocs):
+        try:
+            job = client.job(job_id)
+        except errors.NomadError:
+            job = None  # the explanation just does not name the device
+    report = FailureReport(placement=explain_failed_tg_allocs(failed_tg_allocs, job))
     try:
         allocs = client.job_allocations(job_id)
     except errors.NotFound:

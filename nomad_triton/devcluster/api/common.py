@@ -141,7 +141,7 @@ class Ctx:
             "Status": "pending",
             "StatusDescription": "",
             "Wait": 0,
-            "WaitUntil": None,
+            "WaitUntil": "0001-01-01T00:00:00Z",  # Go zero time.Time, as Nomad sends it
             "NextEval": "",
             "PreviousEval": "",
             "BlockedEval": "",

@@ -3,7 +3,7 @@
 Semantics followed (Nomad's event broker): each line is `{"Index": N, "Events": [...]}` grouping
 the events of one raft index; `{}` is a heartbeat; `topic=Topic:Key` (repeatable, `*` wildcards;
 a key matches an event's Key or any of its FilterKeys, e.g. allocations by job ID); `index=N`
-starts from buffered events at index >= N (0 = only new events); `namespace=` (default
+starts from buffered events at index >= N (0, the default, = everything still buffered); `namespace=` (default
 "default", `*` = all).
 """
 
@@ -56,7 +56,9 @@ async def stream_events(
 ) -> AsyncIterator[bytes]:
     store = ctx.store
     tables = tuple(TOPIC_BY_TABLE)
-    last = (start_index - 1) if start_index > 0 else store.index
+    # index=0 (the default) plays back every buffered event, then follows (Nomad's event broker
+    # starts a subscription at the buffer's oldest item unless an index is given; see #9418).
+    last = (start_index - 1) if start_index > 0 else 0
     while True:
         batch: dict[int, list[dict[str, Any]]] = {}
         seen_max = last

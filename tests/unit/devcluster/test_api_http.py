@@ -284,7 +284,7 @@ def test_nodes_pools_and_status_shapes() -> None:
         node = (await c.get(f"/v1/node/{nodes[0]['ID']}")).json()
         dev = node["NodeResources"]["Devices"][0]
         assert (dev["Vendor"], dev["Type"], dev["Attributes"]["memory"], len(dev["Instances"])) == (
-            "nvidia", "gpu", "40 GiB", 2)
+            "nvidia", "gpu", {"Int": 40, "Unit": "GiB"}, 2)  # typed, as Nomad's API (psstructs.Attribute)
         assert node["Drivers"]["raw_exec"]["Healthy"] is True
         assert {p["Name"] for p in (await c.get("/v1/node/pools")).json()} == {"all", "default", "gpu"}
         assert (await c.get("/v1/node/pool/nope")).status_code == 404

@@ -24,6 +24,21 @@ def test_explain_placement_names_device_and_counts() -> None:
     assert any("missing devices" in line and "excluded by filter" in line for line in lines)
 
 
+def test_explain_placement_names_the_requested_devices_from_the_job() -> None:
+    # Nomad's keys do not say which device; the job does (GPU_METRIC has one reason per node).
+    job = {"TaskGroups": [{"Name": "triton", "Tasks": [
+        {"Name": "server", "Resources": {"Devices": [{"Name": "nvidia/gpu", "Count": 4}]}}]},
+        {"Name": "other", "Tasks": [{"Name": "x", "Resources": {"Devices": [{"Name": "fpga"}]}}]}]}
+    assert failures.device_requests(job, "triton") == ["nvidia/gpu x4"]
+    assert failures.device_requests(job, "missing") == [] and failures.device_requests(None, "triton") == []
+    lines = failures.explain_failed_tg_allocs({"triton": GPU_METRIC}, job)
+    assert any("missing devices" in line and "no node has the requested device: nvidia/gpu x4" in line
+               for line in lines), lines
+    assert any("no devices match request" in line and "too few per node: nvidia/gpu x4" in line
+               for line in lines), lines
+    assert not any("fpga" in line for line in lines)
+
+
 def test_explain_placement_no_nodes_and_driver() -> None:
     lines = failures.explain_placement(
         "g", {"NodesEvaluated": 0, "NodesAvailable": {"dc9": 0}, "ConstraintFiltered": {"missing drivers": 1}}
