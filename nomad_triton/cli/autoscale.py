@@ -124,9 +124,12 @@ def run(
     if (interval is not None and interval <= 0) or (duration is not None and duration <= 0):
         fail("--interval and --duration must be > 0", EXIT_BAD_INPUT, as_json)
     client = conn.client
+    source_spec = None
     try:
         if spec is not None:
-            cfg = ScalingPolicyConfig.from_spec(load_spec_or_exit(spec, [], [], as_json).scaling)
+            scaling = load_spec_or_exit(spec, [], [], as_json).scaling
+            cfg = ScalingPolicyConfig.from_spec(scaling)
+            source_spec = scaling.policy.prometheus if scaling.policy.source == "prometheus" else None
         else:
             lo, hi = _job_bounds(client, job, group, as_json)
             cfg = ScalingPolicyConfig(min_count=lo, max_count=hi)
@@ -145,7 +148,8 @@ def run(
             lock = LeaderLock(client, lock_path(job, group), ttl_s=lock_ttl)
         except ValueError as exc:
             fail(f"--lock-ttl: {exc}", EXIT_BAD_INPUT, as_json)
-    ctl = Controller(client, settings, cfg, lock=lock)
+    source = _prometheus_source(client, source_spec, job, group, tuple(model), as_json) if source_spec else None
+    ctl = Controller(client, settings, cfg, lock=lock, source=source)
     if metrics_port:
         start_http_server(metrics_port, addr="127.0.0.1", registry=ctl.registry)
 
@@ -164,6 +168,33 @@ def run(
         emit_json(summary)
     else:
         print(f"autoscaler stopped: desired={summary['desired']} failed_steps={failures}")
+
+
+def _prometheus_source(client, spec, job: str, group: str, models: tuple[str, ...], as_json: bool):  # type: ignore[no-untyped-def]
+    """The Prometheus source, checked before the loop: a query that does not parse, returns no series
+    or many, or a Prometheus that does not answer, is one line naming the policy and query, exit 2."""
+    import asyncio
+
+    from nomad_triton.autoscale.sources import Target
+    from nomad_triton.autoscale.sources.prometheus import PrometheusSource, QueryError, SourceUnavailable
+
+    source = PrometheusSource(client, spec.settings(), policy=f"{job}/{group}")
+    target = Target(job=job, group=group, models=models)
+
+    async def check() -> str | None:
+        try:
+            await source.check(target)
+            return None
+        except (QueryError, SourceUnavailable) as exc:
+            return str(exc)
+        finally:
+            await source.aclose()
+
+    problem = asyncio.run(check())
+    if problem:
+        fail(problem, EXIT_BAD_INPUT, as_json)
+    # The check's HTTP client belonged to that event loop; the loop that runs the policy gets its own.
+    return PrometheusSource(client, spec.settings(), policy=f"{job}/{group}")
 
 
 def register(root: typer.Typer) -> None:

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from nomad_triton.spec.durations import Duration
+from nomad_triton.spec.prometheus_source import PrometheusSourceSpec
 
 # Nomad rejects job IDs with spaces or NUL characters; we also keep them to a URL- and
 # variable-path-safe alphabet because the ID ends up in API paths and lock variable paths.
@@ -343,12 +344,18 @@ class ScalingPolicySpec(_Strict):
     max_step_down: int = Field(2, ge=1)
     instances_per_replica: int = Field(1, ge=1, description="Model instances per allocation (capacity unit).")
     drain: Duration = Field(timedelta(seconds=60), description="Time a scaled-in allocation gets to drain.")
+    source: Literal["direct", "prometheus"] = Field(
+        "direct", description="Where observations come from: Triton scraped directly, or PromQL."
+    )
+    prometheus: PrometheusSourceSpec | None = None
 
     @model_validator(mode="after")
     def _positive_times(self) -> ScalingPolicySpec:
         for name in ("evaluation_interval", "window"):
             if getattr(self, name) <= timedelta(0):
                 raise FieldError(name, f"{name} must be positive")
+        if self.source == "prometheus" and self.prometheus is None:
+            raise FieldError("prometheus", 'source = "prometheus" needs a [scaling.policy.prometheus] address')
         return self
 
 
