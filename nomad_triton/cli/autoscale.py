@@ -35,16 +35,30 @@ def simulate(
     policy: PolicyChoice = typer.Option(PolicyChoice.both, "--policy", help="Which policy to run."),
     min_count: int = typer.Option(1, "--min", help="Recorded traces: minimum count."),
     max_count: int = typer.Option(10, "--max", help="Recorded traces: maximum count."),
+    report: Path = typer.Option(None, "--report", metavar="FILE.html",
+                                help="Also write a self-contained plot page (load traces only)."),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Replay TRACE and print replica-seconds, SLO-violation seconds, actions and reversals."""
+    if report is not None and report.suffix.lower() not in (".html", ".htm"):
+        fail(f"--report: {str(report)!r} is not an .html file", EXIT_BAD_INPUT, as_json)
     try:
         if is_observation_trace(trace):
+            if report is not None:
+                fail("--report: plots need a load trace (.json); recorded observations (.jsonl) have no load "
+                     "model to plot", EXIT_BAD_INPUT, as_json)
             _replay(trace, min_count, max_count, as_json)
             return
         results = run_both(load_trace(trace), policy.value)
     except (TraceError, ValueError) as exc:
         fail(str(exc), EXIT_BAD_INPUT, as_json)
+    if report is not None:
+        from nomad_triton.autoscale.report import report_html
+
+        try:
+            report.write_text(report_html(results, f"simulate {trace.name}"))
+        except OSError as exc:
+            fail(f"--report: cannot write {str(report)!r}: {exc.strerror}", EXIT_BAD_INPUT, as_json)
     if as_json:
         emit_json({"trace": str(trace), "results": [
             {**r.summary(), "actions": [{"t": t, "count": c, "direction": d, "reason": why} for t, c, d, why in r.actions]}
