@@ -152,6 +152,7 @@ def run(
     except ValueError as exc:
         fail(f"autoscale {job}: bad scaling policy: {exc}", EXIT_BAD_INPUT, as_json)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per PromQL request is noise, not events
     settings = ControllerSettings(job=job, group=group, models=tuple(model), dry_run=dry_run,
                                   interval_s=interval if interval is not None else cfg.interval_s)
     lock = None
