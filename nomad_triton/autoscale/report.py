@@ -61,7 +61,7 @@ def figure(results: Sequence[SimResult], title: str) -> go.Figure:
             text=[f"{r.policy}: {a[2]} to {a[1]} at t={a[0]:.0f}s<br>{html.escape(a[3])}" for a in r.actions],
             hoverinfo="text"), row=2, col=1)
         for x0, x1 in violation_spans(r.timeline):
-            fig.add_vrect(x0=x0, x1=x1, fillcolor=SPAN_FILL.get(r.policy, "rgba(44,160,44,0.12)"),
+            fig.add_vrect(x0=x0, x1=x1, fillcolor=SPAN_FILL.get(r.policy.split("@")[0], "rgba(44,160,44,0.12)"),
                           line_width=0, layer="below")
     fig.update_layout(title=title + " (shaded: SLO violated; blue ours, red baseline)", height=720,
                       hovermode="closest", legend={"orientation": "h", "y": -0.08})
