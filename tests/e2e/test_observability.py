@@ -24,6 +24,7 @@ from nomad_triton.autoscale.sources.direct import DirectSource
 from nomad_triton.autoscale.sources.prometheus import (
     PrometheusSettings,
     PrometheusSource,
+    QueryError,
     SourceUnavailable,
 )
 from nomad_triton.observe.dashboard import dashboard_queries
@@ -135,6 +136,42 @@ def test_unanswering_prometheus_is_reported_and_the_policy_holds(stack: Stack) -
     msg = asyncio.run(step_error())
     assert msg.startswith(f"policy {JOB}/triton: Prometheus at {dead} did not answer query"), msg
     assert int(stack.client.scale_status(JOB)["TaskGroups"]["triton"]["Desired"]) == 1
+
+
+def test_a_query_gone_bad_at_run_time_holds_the_policy_and_says_why(stack: Stack) -> None:
+    many = ('nv_inference_pending_request_count{job="$job"} or '
+            'label_replace(nv_inference_pending_request_count{job="$job"}, "x", "1", "", "")')
+    cfg = ScalingPolicyConfig(min_count=1, max_count=3)
+    ctl = Controller(stack.client, ControllerSettings(job=JOB, group="triton", interval_s=0.2), cfg,
+                     source=_source(stack, queries={"pending": many}))
+    assert asyncio.run(ctl.run(max_steps=2)) == 2 and ctl.last_decision is None
+
+    async def why() -> str:
+        src = _source(stack, queries={"pending": many})
+        try:
+            await src.observe(Target(job=JOB, group="triton"))
+        except QueryError as exc:
+            return str(exc)
+        finally:
+            await src.aclose()
+        return ""
+
+    assert "policy triton-cpu/triton: query pending" in asyncio.run(why())
+    assert int(stack.client.scale_status(JOB)["TaskGroups"]["triton"]["Desired"]) == 1
+
+
+def test_autoscale_run_cli_on_the_prometheus_source(stack: Stack, tmp_path: Path) -> None:
+    base = (ROOT / "jobs" / "cpu-example.toml").read_text().replace(
+        'path = "../examples/models"', f'path = "{ROOT / "examples" / "models"}"').replace(
+        "[scaling.policy]\n", '[scaling.policy]\nsource = "prometheus"\n')
+    spec = tmp_path / "prom.toml"
+    spec.write_text(base + f'\n[scaling.policy.prometheus]\naddress = "{stack.prom_url}"\nwindow = "5s"\n'
+                    'max_age = "5s"\n')
+    r = run_cli(["autoscale", "run", JOB, "--spec", str(spec), "--dry-run", "--duration", "4", "--json"],
+                stack.addr, timeout=90)
+    assert r.code == 0, r.text
+    out = r.json()
+    assert out["failed_steps"] == 0 and out["desired"] == 1 and out["last_decision"], out
 
 
 def test_bad_queries_exit_2_with_one_line_naming_policy_and_query(stack: Stack, tmp_path: Path) -> None:

@@ -93,7 +93,7 @@ def _per_series(policy: str, name: str, query: str, vector: Vector) -> dict[tupl
 
 def observations_from_vectors(
     target: Target, alloc_ids: list[str], up: Vector, up_ts: Vector, fields: Mapping[str, dict[tuple[str, str], float]],
-    now: float, max_age_s: float, ready: Mapping[str, bool] | None = None,
+    now: float, max_age_s: float,
 ) -> list[Observation]:
     """Pure: the query answers for one round -> one Observation per allocation Nomad lists.
 
@@ -120,9 +120,8 @@ def observations_from_vectors(
             success, request_us = vals.get("success_per_s"), vals.get("request_us_per_s")
             avg = request_us / success if success and request_us is not None else None
             rates[m] = ModelRates(ready=True, avg_latency_us=avg, **vals)
-        is_ready = (ready or {}).get(alloc, True) and bool(rates)
         out.append(Observation(ts=now, alloc_id=alloc, address="prometheus", state=ProbeState.REACHABLE,
-                               live=True, ready=is_ready, models=rates, metrics_ok=bool(rates),
+                               live=True, ready=bool(rates), models=rates, metrics_ok=bool(rates),
                                error=None if rates else "no model series in Prometheus"))
     return out
 
