@@ -23,7 +23,11 @@ SOURCE_QUERIES: dict[str, str] = {
     "compute_infer_us_per_s": f"sum by (alloc, model) (rate(nv_inference_compute_infer_duration_us{_SEL}[$window]))",
     "request_us_per_s": f"sum by (alloc, model) (rate(nv_inference_request_duration_us{_SEL}[$window]))",
     "pending": f"sum by (alloc, model) (nv_inference_pending_request_count{_SEL})",
+    "p95_latency_us": 'max by (alloc, model) (nv_inference_request_summary_us{job="$job", group="$group", '
+                      'quantile="0.95"})',
 }
+# Queries allowed to return no series (a Triton without latency summaries still autoscales).
+OPTIONAL_SOURCE_QUERIES = frozenset({"p95_latency_us"})
 # Which allocations Prometheus scrapes, and when it last did (stale series never count as data).
 UP_QUERY = f"up{_SEL}"
 UP_TS_QUERY = f"timestamp(up{_SEL})"

@@ -97,6 +97,9 @@ def test_prometheus_source_observes_what_the_direct_scrape_sees(stack: Stack) ->
     # ~10 req/s on mlp measured two ways over different windows: the same load, within noise.
     ps, ds = p.models["mlp"].success_per_s, d.models["mlp"].success_per_s
     assert ps is not None and ds is not None and 5 < ps < 15 and 5 < ds < 15, (ps, ds)
+    # The same p95 (Triton's summary) through both: one number read two ways, a few seconds apart.
+    pp, dp = p.models["mlp"].p95_latency_us, d.models["mlp"].p95_latency_us
+    assert pp is not None and dp is not None and pp > 0 and dp > 0, (pp, dp)
 
 
 def test_controller_runs_the_same_policy_on_the_prometheus_source(stack: Stack) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 
 from nomad_triton.autoscale.sources import Target
-from nomad_triton.observe.queries import SOURCE_QUERIES, UP_QUERY, UP_TS_QUERY
+from nomad_triton.observe.queries import OPTIONAL_SOURCE_QUERIES, SOURCE_QUERIES, UP_QUERY, UP_TS_QUERY
 from nomad_triton.probe.discovery import AllocSource, job_endpoints
 from nomad_triton.probe.observations import ModelRates, Observation, ProbeState
 
@@ -183,7 +183,8 @@ class PrometheusSource:
             parse_check(self.policy, name, text)
         for name, q in self.queries.items():
             text = expand(q, target, w)
-            if not _per_series(self.policy, name, text, await self.query(name, text)):
+            found = _per_series(self.policy, name, text, await self.query(name, text))
+            if not found and name not in OPTIONAL_SOURCE_QUERIES:
                 raise QueryError(self.policy, name, text, f"returns no series for job {target.job} group "
                                  f"{target.group} (is Prometheus scraping it?)")
 

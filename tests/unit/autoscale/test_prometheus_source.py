@@ -18,8 +18,9 @@ from nomad_triton.autoscale.sources.prometheus import (
     parse_check,
 )
 from nomad_triton.observe.queries import SOURCE_QUERIES
-from nomad_triton.probe.metrics import COUNTERS, GAUGE_PENDING, RateTracker, parse_metrics
+from nomad_triton.probe.metrics import COUNTERS, GAUGE_PENDING, SUMMARY_REQUEST, RateTracker, parse_metrics
 
+P95 = {"mlp": 4200.0, "relu_onnx": 900.0}  # µs, Triton's summary quantile 0.95
 TARGET = Target(job="triton-cpu", group="triton", models=("mlp",))
 ALLOCS = ("11111111-1111-1111-1111-111111111111", "22222222-2222-2222-2222-222222222222")
 FIELD_OF = {"success": "success_per_s", "failure": "failure_per_s", "inferences": "inferences_per_s",
@@ -36,6 +37,11 @@ def exposition(counters: dict[str, dict[str, float]], pending: dict[str, float])
             lines.append(f'{metric}{{model="{model}",version="1"}} {values[key]}')
     lines.append(f"# TYPE {GAUGE_PENDING} gauge")
     lines += [f'{GAUGE_PENDING}{{model="{m}",version="1"}} {v}' for m, v in pending.items()]
+    lines.append(f"# TYPE {SUMMARY_REQUEST} summary")
+    for m in counters:
+        lines += [f'{SUMMARY_REQUEST}{{model="{m}",version="1",quantile="{q}"}} {P95[m] * f}'
+                  for q, f in (("0.5", 0.5), ("0.95", 1.0))]
+        lines += [f'{SUMMARY_REQUEST}_count{{model="{m}",version="1"}} 10', f'{SUMMARY_REQUEST}_sum{{model="{m}",version="1"}} 1']
     return "\n".join(lines) + "\n"
 
 
@@ -54,6 +60,7 @@ def prometheus_answer(t0: dict, t1: dict, pending: dict, dt: float, alloc: str) 
             out[field].append({"metric": {"alloc": alloc, "model": model},
                                "value": [0, str((t1[model][key] - t0[model][key]) / dt)]})
         out["pending"].append({"metric": {"alloc": alloc, "model": model}, "value": [0, str(pending[model])]})
+        out["p95_latency_us"].append({"metric": {"alloc": alloc, "model": model}, "value": [0, str(P95[model])]})
     return out
 
 
@@ -77,7 +84,8 @@ def test_direct_and_prometheus_sources_give_the_same_observations_from_the_same_
         assert o.has_rates() and o.ready and o.live
         for model, rates in direct[o.alloc_id].items():
             got = o.models[model]
-            for field in (*FIELD_OF.values(), "pending", "avg_latency_us"):
+            assert rates.p95_latency_us == P95[model]
+            for field in (*FIELD_OF.values(), "pending", "avg_latency_us", "p95_latency_us"):
                 assert getattr(got, field) == pytest.approx(getattr(rates, field)), (o.alloc_id, model, field)
     # ... and so the decision core decides the same on both.
     from dataclasses import replace
