@@ -9,9 +9,16 @@ from __future__ import annotations
 
 import json
 
+from grafana_foundation_sdk.builders import common as cb
 from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.builders import prometheus, timeseries
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models.common import (
+    LegendDisplayMode,
+    LegendPlacement,
+    SortOrder,
+    TooltipDisplayMode,
+)
 from grafana_foundation_sdk.models.dashboard import DataSourceRef, VariableRefresh
 
 from nomad_triton.observe.queries import ANNOTATION_QUERY, DASHBOARD
@@ -46,7 +53,10 @@ def build() -> object:
                     .icon_color("orange").expr(ANNOTATION_QUERY))
     )
     for title, targets in DASHBOARD.items():
-        panel = timeseries.Panel().title(title).datasource(DS).height(8).span(12)
+        panel = (timeseries.Panel().title(title).datasource(DS).height(8).span(12)
+                 .legend(cb.VizLegendOptions().display_mode(LegendDisplayMode.TABLE)
+                         .placement(LegendPlacement.BOTTOM).show_legend(True).calcs(["lastNotNull", "max"]))
+                 .tooltip(cb.VizTooltipOptions().mode(TooltipDisplayMode.MULTI).sort(SortOrder.DESCENDING)))
         if title in UNITS:
             panel = panel.unit(UNITS[title])
         for i, (legend, expr) in enumerate(targets.items()):
