@@ -22,6 +22,7 @@ import yaml
 
 from nomad_triton.devcluster import launcher
 from nomad_triton.nomad.client import NomadClient
+from nomad_triton.observe.autoscaler_job import autoscaler_job_hcl
 from nomad_triton.observe.prometheus_config import prometheus_config
 from nomad_triton.render import render_job
 from nomad_triton.server.testing import free_ports
@@ -30,7 +31,7 @@ from tests.e2e.cli_helpers import BIN, ROOT, cli_env, start_cli, wait_for_text
 
 JOB = "triton-cpu"
 SCRAPE_S = 1.0
-REFRESH_S = 5.0  # long enough that "within one refresh" is distinguishable from two
+REFRESH_S = 10.0  # http_sd refresh; long, so one refresh is clearly told from two (discovery at start is immediate)
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 
 
@@ -43,43 +44,6 @@ def wait_for(fn: Any, timeout: float, what: str, interval: float = 0.25) -> Any:
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
-
-
-def autoscaler_job(nomad_addr: str, target: str = JOB) -> str:
-    """The autoscaler as a Nomad job (dry run: it records decisions, scales nothing), its /metrics
-    registered with the tags the scrape config's autoscaler job keeps and relabels."""
-    return f'''
-job "nomad-triton-autoscaler" {{
-  datacenters = ["*"]
-  type = "service"
-  group "autoscaler" {{
-    network {{
-      port "metrics" {{}}
-    }}
-    service {{
-      name     = "nomad-triton-autoscaler"
-      provider = "nomad"
-      port     = "metrics"
-      tags     = ["nomad-triton-autoscaler", "job={target}", "pool=default", "group=triton"]
-    }}
-    task "autoscaler" {{
-      driver = "raw_exec"
-      config {{
-        command = "{BIN / 'nomad-triton'}"
-        args    = ["autoscale", "run", "{target}", "--dry-run", "--interval", "1",
-                   "--metrics-port", "${{NOMAD_PORT_metrics}}"]
-      }}
-      env {{
-        NOMAD_ADDR = "{nomad_addr}"
-      }}
-      resources {{
-        cpu    = 100
-        memory = 128
-      }}
-    }}
-  }}
-}}
-'''
 
 
 @dataclass
@@ -105,7 +69,10 @@ class Stack:
         self.client.register(self.client.parse_hcl(render_job(spec)))
         wait_for(lambda: (self.client.latest_deployment(JOB) or {}).get("Status") == "successful", 180,
                  "the CPU example's first deployment")
-        self.client.register(self.client.parse_hcl(autoscaler_job(self.addr)))
+        # The shipped example's generator (dry run: it records decisions, scales nothing).
+        hcl = autoscaler_job_hcl(JOB, nomad_addr=self.addr, command=str(BIN / "nomad-triton"),
+                                 extra_args=("--dry-run", "--interval", "1"))
+        self.client.register(self.client.parse_hcl(hcl))
         wait_for(lambda: len(self.client.service("nomad-triton-autoscaler")) == 1, 60, "the autoscaler's service")
         sd_port, prom_port = free_ports(2)
         self.sd_url = f"http://127.0.0.1:{sd_port}/v1/targets"
