@@ -8,9 +8,11 @@ examples/prometheus/) for this Nomad address and this endpoint, and exits.
 
 from __future__ import annotations
 
+import json
+
 import typer
 
-from nomad_triton.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, fail
+from nomad_triton.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, JSON_OPT, fail
 from nomad_triton.cli.connection import Connection, with_connection
 
 
@@ -22,6 +24,7 @@ def sd(
                                      help="Print a prometheus.yml for this discovery path and exit."),
     scrape_interval: float = typer.Option(5.0, "--scrape-interval", help="With --print-config: seconds."),
     refresh: float = typer.Option(15.0, "--refresh", help="With --print-config: SD refresh interval, seconds."),
+    as_json: bool = JSON_OPT,
     conn: Connection | None = None,
 ) -> None:
     """Serve `GET /v1/targets` (Prometheus http_sd JSON, nomad_sd's labels) and `GET /healthz`."""
@@ -30,24 +33,24 @@ def sd(
     assert conn is not None
     host, _, port_text = listen.rpartition(":")
     if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        fail(f"--listen: {listen!r} is not host:port (e.g. 127.0.0.1:9195)", EXIT_BAD_INPUT)
+        fail(f"--listen: {listen!r} is not host:port (e.g. 127.0.0.1:9195)", EXIT_BAD_INPUT, as_json)
     if not 0 < wait <= 600:
-        fail(f"--wait: {wait:g} is not between 0 and 600 seconds", EXIT_BAD_INPUT)
+        fail(f"--wait: {wait:g} is not between 0 and 600 seconds", EXIT_BAD_INPUT, as_json)
     if scrape_interval <= 0 or refresh <= 0:
-        fail("--scrape-interval and --refresh must be > 0", EXIT_BAD_INPUT)
+        fail("--scrape-interval and --refresh must be > 0", EXIT_BAD_INPUT, as_json)
     if print_config is not None:
         if print_config not in ("nomad", "http"):
-            fail(f"--print-config: {print_config!r} is not one of nomad, http", EXIT_BAD_INPUT)
+            fail(f"--print-config: {print_config!r} is not one of nomad, http", EXIT_BAD_INPUT, as_json)
         cfg = prometheus_config(print_config, nomad_addr=conn.settings.address,  # type: ignore[arg-type]
                                 namespace=conn.settings.namespace or "default",
                                 sd_url=f"http://{listen}/v1/targets", scrape_interval_s=scrape_interval,
                                 refresh_s=refresh)
         typer.echo(render_yaml(cfg, print_config), nl=False)  # type: ignore[arg-type]
         return
-    _serve(conn, host, int(port_text), wait)
+    _serve(conn, host, int(port_text), wait, as_json)
 
 
-def _serve(conn: Connection, host: str, port: int, wait: float) -> None:
+def _serve(conn: Connection, host: str, port: int, wait: float, as_json: bool) -> None:
     import uvicorn
 
     from nomad_triton.observe.sd import ServiceCatalogue, sd_app
@@ -57,8 +60,12 @@ def _serve(conn: Connection, host: str, port: int, wait: float) -> None:
     first = cat.wait_ready(15.0)
     if first.updated_at is None:
         cat.close()
-        fail(f"sd: Nomad at {conn.settings.address} did not answer: {first.error or 'no reply in 15s'}", EXIT_FAILED)
-    typer.echo(f"sd: serving http://{host}:{port}/v1/targets ({len(first.registrations)} registrations)", err=True)
+        fail(f"sd: Nomad at {conn.settings.address} did not answer: {first.error or 'no reply in 15s'}", EXIT_FAILED, as_json)
+    url = f"http://{host}:{port}/v1/targets"
+    if as_json:
+        typer.echo(json.dumps({"event": "serving", "url": url, "registrations": len(first.registrations)}), err=True)
+    else:
+        typer.echo(f"sd: serving {url} ({len(first.registrations)} registrations)", err=True)
     try:
         uvicorn.run(sd_app(cat), host=host, port=port, log_level="warning", lifespan="off")
     finally:

@@ -130,7 +130,7 @@ class ServiceCatalogue:
             except Exception as exc:  # noqa: BLE001 - keep following; the error is reported on /healthz
                 with self._changed:
                     self._snap = Snapshot(self._snap.registrations, self._snap.index, self._snap.updated_at,
-                                          f"{type(exc).__name__}: {exc}")
+                                          str(exc) or type(exc).__name__)
                     self._changed.notify_all()
                 index = 0
                 self._stop.wait(self.retry_s)
