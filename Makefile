@@ -73,6 +73,11 @@ test-latest: venv
 .PHONY: conformance
 conformance: venv
 	$(PY) tools/conformance.py
+# `make examples`: regenerate examples/prometheus/*.yml and examples/grafana/nomad-triton.json from
+# nomad_triton.observe (the committed files must equal the generators' output; a unit test checks).
+.PHONY: examples
+examples: venv
+	$(PY) -m nomad_triton.observe.examples
 
 # `make demo`: devcluster up, deploy the CPU example on real PyTriton, infer, scale to 2, status.
 demo: venv

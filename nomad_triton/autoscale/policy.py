@@ -120,6 +120,7 @@ class Signals:
     saturation: float | None
     pending_total: float | None
     latency_ms: float | None
+    latency_p95_ms: float | None  # worst allocation's p95 (Triton's summary), when exported
     with_data: int
     unreachable: int
     no_data: int
@@ -132,6 +133,7 @@ def _signals(window: list[Observation], cfg: ScalingPolicyConfig, desired: int) 
     for o in sorted(window, key=lambda o: o.ts):
         by_alloc.setdefault(o.alloc_id, []).append(o)
     busy = queue = compute = pending = growth = req_us = success = 0.0
+    p95s: list[float] = []
     with_data = unreachable = no_data = not_ready = resets = ready_no_data = 0
     for obs in by_alloc.values():
         last = obs[-1]
@@ -154,11 +156,12 @@ def _signals(window: list[Observation], cfg: ScalingPolicyConfig, desired: int) 
         pending += last.total("pending")
         req_us += last.total("request_us_per_s")
         success += last.total("success_per_s")
+        p95s += [m.p95_latency_us for m in last.models.values() if m.p95_latency_us is not None]
         first = obs[0]
         if first is not last and first.has_rates() and last.ts > first.ts:
             growth += (last.total("pending") - first.total("pending")) / (last.ts - first.ts)
     if with_data == 0:
-        return Signals(None, None, None, None, 0, unreachable, no_data, not_ready, resets)
+        return Signals(None, None, None, None, None, 0, unreachable, no_data, not_ready, resets)
     svc_s = compute / 1e6 / success if success > 0 else 0.0
     starting_hint = max(0, desired - (with_data + no_data - not_ready))
     # Draining the backlog is only asked of a settled group: with allocations still starting the
@@ -174,6 +177,7 @@ def _signals(window: list[Observation], cfg: ScalingPolicyConfig, desired: int) 
         saturation=queue / max(compute, 1.0),
         pending_total=pending,
         latency_ms=latency,
+        latency_p95_ms=max(p95s) / 1000.0 if p95s else None,
         with_data=with_data,
         unreachable=unreachable,
         no_data=no_data,
@@ -197,6 +201,7 @@ def decide(
         "saturation": sig.saturation,
         "pending_total": sig.pending_total,
         "latency_ms": sig.latency_ms,
+        "latency_p95_ms": sig.latency_p95_ms,
         "allocs_with_data": sig.with_data,
         "allocs_unreachable": sig.unreachable,
         "allocs_no_data": sig.no_data,
@@ -226,10 +231,12 @@ def decide(
     ready_allocs = sig.with_data + sig.no_data - sig.not_ready
     settled = ready_allocs >= n
     slo = cfg.latency_slo_ms
+    # The SLO is judged on p95 where Triton exports it (a mean hides the tail), else on the mean.
+    slo_latency = sig.latency_p95_ms if sig.latency_p95_ms is not None else sig.latency_ms
     queueing = sig.saturation is not None and sig.saturation > cfg.target_saturation * (1 + cfg.band)
-    late = slo is None or (sig.latency_ms is not None and sig.latency_ms > slo)
+    late = slo is None or (slo_latency is not None and slo_latency > slo)
     if settled and queueing and late:
-        triggers.append(f"saturation {sig.saturation:.2f}" + (f", latency {sig.latency_ms:.0f}ms" if slo else ""))
+        triggers.append(f"saturation {sig.saturation:.2f}" + (f", latency {slo_latency:.0f}ms" if slo else ""))
         up_rec = max(up_rec, n + 1)
     tp = cfg.target_pending_per_replica
     if settled and tp and sig.pending_total is not None and sig.pending_total / max(n, 1) > tp * (1 + cfg.band):
@@ -270,7 +277,7 @@ def decide(
         blockers.append("allocations still starting")
     if fast_active:
         blockers.append("fast-path hold")
-    if slo and sig.latency_ms is not None and sig.latency_ms > slo:
+    if slo and slo_latency is not None and slo_latency > slo:
         blockers.append("latency above SLO")
     last_action = max(t for t in (st.last_up_at, st.last_down_at, -math.inf) if t is not None)
     if now - last_action < cfg.down_cooldown_s:

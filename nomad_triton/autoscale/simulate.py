@@ -26,6 +26,16 @@ from nomad_triton.probe.observations import ModelRates, Observation, ProbeState
 Policy = Callable[[list[Observation], PolicyState, float], Decision]
 
 
+@dataclass(frozen=True)
+class Tick:
+    t: float
+    load_rps: float  # arrivals this tick, per second
+    capacity_rps: float  # ready replicas x service rate
+    replicas: int  # placed (ready or starting): what costs replica-seconds
+    latency_ms: float
+    violating: bool  # latency above the SLO while there is work
+
+
 @dataclass
 class SimResult:
     policy: str
@@ -36,6 +46,8 @@ class SimResult:
     max_replicas: int = 0
     dropped_or_late: float = 0.0
     actions: list[tuple[float, int, str, str]] = field(default_factory=list)  # (t, count, dir, reason)
+    # One row per tick, for plots (autoscale.report): what arrived, what could be served, who ran.
+    timeline: list[Tick] = field(default_factory=list)
 
     def summary(self) -> dict[str, float | int | str]:
         return {
@@ -100,8 +112,11 @@ def simulate(trace: LoadTrace, policy: Policy, interval_s: float, name: str, his
             rc = min(rho, 0.98)
             wait = rc / (2 * (1 - rc)) * svc + backlog / (nready * trace.service_rate)
             latency = svc + wait
-        if latency * 1000.0 > trace.slo_ms and (arrivals > 0 or backlog > 0):
+        violating = latency * 1000.0 > trace.slo_ms and (arrivals > 0 or backlog > 0)
+        if violating:
             res.slo_violation_s += dt
+        res.timeline.append(Tick(t, arrivals / dt, nready * trace.service_rate, len(replicas),
+                                 latency * 1000.0 if math.isfinite(latency) else math.inf, violating))
         for r in replicas:
             history.append(_observe(r, t, nready, served, dt, svc, latency, backlog, rho))
         while history and history[0].ts < t - history_s:

@@ -35,16 +35,30 @@ def simulate(
     policy: PolicyChoice = typer.Option(PolicyChoice.both, "--policy", help="Which policy to run."),
     min_count: int = typer.Option(1, "--min", help="Recorded traces: minimum count."),
     max_count: int = typer.Option(10, "--max", help="Recorded traces: maximum count."),
+    report: Path = typer.Option(None, "--report", metavar="FILE.html",
+                                help="Also write a self-contained plot page (load traces only)."),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Replay TRACE and print replica-seconds, SLO-violation seconds, actions and reversals."""
+    if report is not None and report.suffix.lower() not in (".html", ".htm"):
+        fail(f"--report: {str(report)!r} is not an .html file", EXIT_BAD_INPUT, as_json)
     try:
         if is_observation_trace(trace):
+            if report is not None:
+                fail("--report: plots need a load trace (.json); recorded observations (.jsonl) have no load "
+                     "model to plot", EXIT_BAD_INPUT, as_json)
             _replay(trace, min_count, max_count, as_json)
             return
         results = run_both(load_trace(trace), policy.value)
     except (TraceError, ValueError) as exc:
         fail(str(exc), EXIT_BAD_INPUT, as_json)
+    if report is not None:
+        from nomad_triton.autoscale.report import report_html
+
+        try:
+            report.write_text(report_html(results, f"simulate {trace.name}"))
+        except OSError as exc:
+            fail(f"--report: cannot write {str(report)!r}: {exc.strerror}", EXIT_BAD_INPUT, as_json)
     if as_json:
         emit_json({"trace": str(trace), "results": [
             {**r.summary(), "actions": [{"t": t, "count": c, "direction": d, "reason": why} for t, c, d, why in r.actions]}
@@ -124,9 +138,12 @@ def run(
     if (interval is not None and interval <= 0) or (duration is not None and duration <= 0):
         fail("--interval and --duration must be > 0", EXIT_BAD_INPUT, as_json)
     client = conn.client
+    source_spec = None
     try:
         if spec is not None:
-            cfg = ScalingPolicyConfig.from_spec(load_spec_or_exit(spec, [], [], as_json).scaling)
+            scaling = load_spec_or_exit(spec, [], [], as_json).scaling
+            cfg = ScalingPolicyConfig.from_spec(scaling)
+            source_spec = scaling.policy.prometheus if scaling.policy.source == "prometheus" else None
         else:
             lo, hi = _job_bounds(client, job, group, as_json)
             cfg = ScalingPolicyConfig(min_count=lo, max_count=hi)
@@ -135,6 +152,7 @@ def run(
     except ValueError as exc:
         fail(f"autoscale {job}: bad scaling policy: {exc}", EXIT_BAD_INPUT, as_json)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per PromQL request is noise, not events
     settings = ControllerSettings(job=job, group=group, models=tuple(model), dry_run=dry_run,
                                   interval_s=interval if interval is not None else cfg.interval_s)
     lock = None
@@ -145,7 +163,8 @@ def run(
             lock = LeaderLock(client, lock_path(job, group), ttl_s=lock_ttl)
         except ValueError as exc:
             fail(f"--lock-ttl: {exc}", EXIT_BAD_INPUT, as_json)
-    ctl = Controller(client, settings, cfg, lock=lock)
+    source = _prometheus_source(client, source_spec, job, group, tuple(model), as_json) if source_spec else None
+    ctl = Controller(client, settings, cfg, lock=lock, source=source)
     if metrics_port:
         start_http_server(metrics_port, addr="127.0.0.1", registry=ctl.registry)
 
@@ -164,6 +183,33 @@ def run(
         emit_json(summary)
     else:
         print(f"autoscaler stopped: desired={summary['desired']} failed_steps={failures}")
+
+
+def _prometheus_source(client, spec, job: str, group: str, models: tuple[str, ...], as_json: bool):  # type: ignore[no-untyped-def]
+    """The Prometheus source, checked before the loop: a query that does not parse, returns no series
+    or many, or a Prometheus that does not answer, is one line naming the policy and query, exit 2."""
+    import asyncio
+
+    from nomad_triton.autoscale.sources import Target
+    from nomad_triton.autoscale.sources.prometheus import PrometheusSource, QueryError, SourceUnavailable
+
+    source = PrometheusSource(client, spec.settings(), policy=f"{job}/{group}")
+    target = Target(job=job, group=group, models=models)
+
+    async def check() -> str | None:
+        try:
+            await source.check(target)
+            return None
+        except (QueryError, SourceUnavailable) as exc:
+            return str(exc)
+        finally:
+            await source.aclose()
+
+    problem = asyncio.run(check())
+    if problem:
+        fail(problem, EXIT_BAD_INPUT, as_json)
+    # The check's HTTP client belonged to that event loop; the loop that runs the policy gets its own.
+    return PrometheusSource(client, spec.settings(), policy=f"{job}/{group}")
 
 
 def register(root: typer.Typer) -> None:

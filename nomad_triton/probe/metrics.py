@@ -8,6 +8,7 @@ because a restarted server starts its counters from zero and a naive delta would
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -25,6 +26,7 @@ COUNTERS: dict[str, str] = {
     "nv_inference_request_duration_us": "request_us",
 }
 GAUGE_PENDING = "nv_inference_pending_request_count"
+SUMMARY_REQUEST = "nv_inference_request_summary_us"  # quantile="0.95" -> ModelRates.p95_latency_us
 
 
 @dataclass
@@ -33,6 +35,7 @@ class MetricsSample:
 
     counters: dict[str, dict[str, float]] = field(default_factory=dict)
     pending: dict[str, float] = field(default_factory=dict)
+    p95_us: dict[str, float] = field(default_factory=dict)
     gpu_utilization: float | None = None
     gpu_memory_used_bytes: float | None = None
     gpu_memory_total_bytes: float | None = None
@@ -45,7 +48,7 @@ def _sample_family_name(sample_name: str, family_name: str) -> str:
 
 
 _WANTED_SET = frozenset(
-    (*COUNTERS, GAUGE_PENDING, "nv_gpu_utilization", "nv_gpu_memory_used_bytes", "nv_gpu_memory_total_bytes")
+    (*COUNTERS, GAUGE_PENDING, SUMMARY_REQUEST, "nv_gpu_utilization", "nv_gpu_memory_used_bytes", "nv_gpu_memory_total_bytes")
 )
 
 
@@ -60,8 +63,8 @@ def _relevant(text: str) -> str:
             continue
         else:
             name = line.split("{", 1)[0].split(" ", 1)[0]
-        if name in _WANTED_SET:
-            keep.append(line)
+        if name in _WANTED_SET and (name != SUMMARY_REQUEST or 'quantile="0.95"' in line or line[0] == "#"):
+            keep.append(line)  # of the summary only the p95 samples: each parsed sample costs
     return "\n".join(keep) + "\n"
 
 
@@ -83,6 +86,9 @@ def parse_metrics(text: str) -> MetricsSample:
                 per[key] = per.get(key, 0.0) + float(s.value)
             elif name == GAUGE_PENDING and model is not None:
                 out.pending[model] = out.pending.get(model, 0.0) + float(s.value)
+            elif (name == SUMMARY_REQUEST and model is not None and s.labels.get("quantile") == "0.95"
+                  and not math.isnan(s.value)):
+                out.p95_us[model] = max(out.p95_us.get(model, 0.0), float(s.value))  # worst version
             elif name == "nv_gpu_utilization":
                 gpu_util.append(float(s.value))
             elif name == "nv_gpu_memory_used_bytes":
@@ -121,13 +127,14 @@ class RateTracker:
     def update(self, alloc_id: str, ts: float, sample: MetricsSample) -> dict[str, ModelRates]:
         prev = self._prev.get(alloc_id)
         self._prev[alloc_id] = (ts, sample)
-        models = set(sample.counters) | set(sample.pending)
+        models = set(sample.counters) | set(sample.pending) | set(sample.p95_us)
         result: dict[str, ModelRates] = {}
         for model in sorted(models):
             cur = sample.counters.get(model, {})
             pending = sample.pending.get(model)
+            p95 = sample.p95_us.get(model)
             if prev is None or ts <= prev[0] or model not in prev[1].counters:
-                result[model] = ModelRates(pending=pending)
+                result[model] = ModelRates(pending=pending, p95_latency_us=p95)
                 continue
             dt = ts - prev[0]
             old = prev[1].counters[model]
@@ -150,6 +157,7 @@ class RateTracker:
                 request_us_per_s=request_us,
                 pending=pending,
                 avg_latency_us=avg,
+                p95_latency_us=p95,
                 reset=reset,
             )
         return result

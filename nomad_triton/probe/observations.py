@@ -41,6 +41,9 @@ class ModelRates:
     request_us_per_s: float | None = None
     pending: float | None = None
     avg_latency_us: float | None = None
+    # Request latency p95 from Triton's own summary (`summary_latencies`, on in `serve`); a gauge,
+    # so it is there from the first sample. None without summaries or without recent requests.
+    p95_latency_us: float | None = None
     reset: bool = False
 
 

@@ -63,6 +63,9 @@ def triton_config(settings: ServerSettings) -> TritonConfig:
         allow_grpc=True,
         allow_metrics=True,
         allow_cpu_metrics=True,
+        # Per-model latency quantiles (nv_inference_*_summary_us{quantile=...}): what p50/p95 panels
+        # and the autoscaler's Prometheus source read (docs/observability.md).
+        metrics_config=["summary_latencies=true"],
         strict_readiness=True,
         # Runs after drain.py has already waited for in-flight work; see settings.TRITON_EXIT_TIMEOUT_S.
         exit_timeout_secs=TRITON_EXIT_TIMEOUT_S,

@@ -27,6 +27,7 @@ from nomad_triton.spec.limits import (
     MAX_RATIO,
     MIN_MEMORY_MB,
 )
+from nomad_triton.spec.prometheus_source import PrometheusSourceSpec
 
 # Nomad rejects job IDs with spaces or NUL characters; we also keep them to a URL- and
 # variable-path-safe alphabet because the ID ends up in API paths and lock variable paths.
@@ -379,12 +380,18 @@ class ScalingPolicySpec(_Strict):
         1, ge=1, le=MAX_INSTANCES, description="Model instances per allocation (capacity unit)."
     )
     drain: Duration = Field(timedelta(seconds=60), description="Time a scaled-in allocation gets to drain.")
+    source: Literal["direct", "prometheus"] = Field(
+        "direct", description="Where observations come from: Triton scraped directly, or PromQL."
+    )
+    prometheus: PrometheusSourceSpec | None = None
 
     @model_validator(mode="after")
     def _positive_times(self) -> ScalingPolicySpec:
         for name in ("evaluation_interval", "window"):
             if getattr(self, name) <= timedelta(0):
                 raise FieldError(name, f"{name} must be positive")
+        if self.source == "prometheus" and self.prometheus is None:
+            raise FieldError("prometheus", 'source = "prometheus" needs a [scaling.policy.prometheus] address')
         return self
 
 

@@ -219,3 +219,24 @@ def test_recommendations_made_while_a_replica_is_missing_never_lower_the_count()
         if d.direction == "down":
             break
     assert d.direction == "down" and d.new_count == 1, d.reason
+
+
+def _with_p95(observations: list[Observation], p95_ms: float) -> list[Observation]:
+    return [replace(o, models={k: replace(m, p95_latency_us=p95_ms * 1000) for k, m in o.models.items()})
+            for o in observations]
+
+
+def test_p95_above_slo_blocks_scale_in_even_when_the_mean_is_within() -> None:
+    idle = group(4, util=0.1, latency_ms=30)  # mean 30 ms, well inside the 100 ms SLO
+    cfg = replace(CFG, down_cooldown_s=0, down_stabilization_s=0)
+    assert decide(idle, PolicyState(desired=4), cfg, NOW).direction == "down"
+    d = decide(_with_p95(idle, 250), PolicyState(desired=4), cfg, NOW)
+    assert d.new_count is None and "latency above SLO" in d.reason
+    assert d.signals["latency_p95_ms"] == pytest.approx(250) and d.signals["latency_ms"] == pytest.approx(30)
+
+
+def test_p95_above_slo_lets_queueing_nudge_up() -> None:
+    busy = group(4, util=0.7, sat=3.0, latency_ms=50)  # mean within the SLO: no nudge on its own
+    assert decide(busy, PolicyState(desired=4), CFG, NOW).direction == "none"
+    d = decide(_with_p95(busy, 180), PolicyState(desired=4), CFG, NOW)
+    assert (d.new_count, d.direction) == (5, "up") and "latency 180ms" in d.reason

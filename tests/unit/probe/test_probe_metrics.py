@@ -111,3 +111,17 @@ def test_observation_json_round_trip() -> None:
     assert back.has_rates() is False  # reset sample is not trusted
     dead = Observation(ts=2.0, alloc_id="y", address="a", state=ProbeState.UNREACHABLE, error="timeout")
     assert Observation.from_json(dead.to_json()) == dead and not dead.reachable
+
+
+def test_request_p95_comes_from_the_summary_and_nan_means_none() -> None:
+    text = (
+        "# TYPE nv_inference_request_summary_us summary\n"
+        'nv_inference_request_summary_us{model="a",version="1",quantile="0.5"} 900\n'
+        'nv_inference_request_summary_us{model="a",version="1",quantile="0.95"} 4200\n'
+        'nv_inference_request_summary_us{model="b",version="1",quantile="0.95"} NaN\n'
+        'nv_inference_request_summary_us_count{model="a",version="1"} 10\n'
+    )
+    sample = parse_metrics(text)
+    assert sample.p95_us == {"a": 4200.0}
+    rates = RateTracker().update("x", 1.0, sample)
+    assert rates["a"].p95_latency_us == 4200.0 and "b" not in rates

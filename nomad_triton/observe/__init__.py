@@ -1,0 +1,1 @@
+"""Observability: Prometheus service discovery and scrape configs, the Grafana dashboard."""
