@@ -18,7 +18,7 @@ from nomad_triton.spec.durations import Duration
 class PrometheusSourceSpec(BaseModel):
     """Prometheus address and optional query overrides (by observation field; see docs/observability.md)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True, allow_inf_nan=False)
 
     address: str = Field(description="Prometheus base URL, e.g. http://prometheus.service:9090.")
     queries: dict[str, str] = Field(default_factory=dict, description="Field name -> PromQL override.")

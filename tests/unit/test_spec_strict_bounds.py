@@ -93,6 +93,10 @@ def base_for(path: tuple[str, ...]) -> dict[str, Any]:
         and path[1] not in RawExecDriver.model_fields
     ):
         return copy.deepcopy(DOCKER_BASE)
+    if path[:3] == ("scaling", "policy", "prometheus"):
+        # the section's required sibling, so the error is the field's own
+        return {**copy.deepcopy(BASE), "scaling": {"policy": {
+            "source": "prometheus", "prometheus": {"address": "http://127.0.0.1:9090"}}}}
     return copy.deepcopy(BASE)
 
 
