@@ -29,6 +29,7 @@ COMMAND_MODULES: list[str] = [
     "nomad_triton.cli.stop",
     "nomad_triton.cli.probe",
     "nomad_triton.cli.autoscale",
+    "nomad_triton.cli.fleet",
 ]
 
 
