@@ -87,7 +87,8 @@ class EventPrinter:
             print(json.dumps(ev.to_dict(), default=str), flush=True)
             return
         where = " ".join(x for x in (f"[{ev.stage}]" if ev.stage else "", ev.job or "") if x)
-        typer.echo(f"[{time.monotonic() - self.t0:6.1f}s] {where} {ev.kind.replace('_', ' ')}: {ev.message}".replace("  ", " "))
+        head = f"[{time.monotonic() - self.t0:6.1f}s] {where}".rstrip()
+        typer.echo(f"{head} {ev.kind.replace('_', ' ')}: {ev.message}")
         if ev.kind == "stage_failed":
             for line in ev.data.get("details") or []:
                 typer.echo(f"    {line}")
@@ -95,7 +96,9 @@ class EventPrinter:
 
 def print_summary(result: FleetResult) -> None:
     console = table_console()
-    table = Table(title=f"fleet: {result.message}  [{result.elapsed_s:.1f}s, {result.requests} Nomad requests]")
+    failed = next((s.stage.name for s in result.stages if s.state.value in ("failed", "rolled_back")), None)
+    verdict = "ok" if result.exit_code == 0 else (f"stage {failed} failed" if failed else "interrupted")
+    table = Table(title=f"fleet: {verdict}  [{result.elapsed_s:.1f}s, {result.requests} Nomad requests]")
     for col in ("stage", "state", "job", "pool", "outcome", "version", "allocation", "reason / rollback"):
         table.add_column(col)
     for sr in result.stages:

@@ -88,8 +88,13 @@ def _first_failure(client: NomadClient, run: JobRun, res: WatchResult) -> tuple[
         return "", f"{res.message} (could not inspect the failure: {exc})", []
     if report.allocations:
         first = report.allocations[0]
-        last_event = first.events[-1] if first.events else first.client_status
-        return first.alloc_id, f"{res.message}; allocation {first.alloc_id[:8]}: {last_event}", report.lines()
+        terminated = [e for e in first.events if "Terminated" in e or "Failed" in e]
+        last_event = (terminated or first.events or [first.client_status])[-1]
+        reason = f"{res.message}; allocation {first.alloc_id[:8]}: {last_event}"
+        last_log = next((log[-1] for log in first.logs.values() if log), "")
+        if last_log:
+            reason += f"; last log line: {last_log.strip()}"
+        return first.alloc_id, reason, report.lines()
     if report.placement:
         return "", f"{res.message}; {report.placement[0].strip()}", report.lines()
     return "", res.message, report.lines()

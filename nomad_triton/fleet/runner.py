@@ -212,7 +212,7 @@ class FleetRunner:
                       deployment=st.id, status=st.status)
 
         def registered(run: JobRun) -> None:
-            self.emit("job_registered", stage, run.job.name, f"registered (evaluation {run.eval_id[:8]})",
+            self.emit("job_registered", stage, run.job.name, f"evaluation {run.eval_id[:8]}",
                       eval_id=run.eval_id, prior_version=run.prior_version)
 
         def one(run: JobRun) -> None:
