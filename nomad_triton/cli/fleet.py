@@ -21,6 +21,7 @@ from nomad_triton.cli.connection import Connection, nomad_errors, with_connectio
 from nomad_triton.fleet.model import Fleet, FleetError, load_fleet
 from nomad_triton.fleet.runner import FleetEvent, FleetInputError, FleetResult, FleetRunner
 from nomad_triton.fleet.status import ClusterView
+from nomad_triton.nomad import errors
 
 PLAN_ERROR = 255
 FLEET_ARG = typer.Argument(..., help="Fleet file (.toml/.yaml/.json): ordered [[stages]] of specs.", show_default=False)
@@ -54,6 +55,9 @@ def plan(
     assert conn is not None
     loaded = load_fleet_or_exit(fleet, as_json)
     plans = plan_fleet(conn.settings, loaded)
+    down = next((p.error for p in plans if isinstance(p.error, errors.Unreachable | errors.PermissionDenied)), None)
+    if down is not None:  # the same for every job: say it once
+        fail(str(down), PLAN_ERROR, as_json, kind=type(down).__name__)
     code = PLAN_ERROR if any(p.error for p in plans) else (1 if any(p.changed for p in plans) else 0)
     if as_json:
         emit_json({"fleet": loaded.spec.name, "changes": any(p.changed for p in plans),

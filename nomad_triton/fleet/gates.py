@@ -108,18 +108,3 @@ class SoakJudge:
             return None
         worst = max(self.latencies)[1]
         return Breach(self.job, worst, f"p95 latency {value:.1f} ms above max_p95_latency_ms {limit}")
-
-
-@dataclass(frozen=True)
-class JobVerdict:
-    """What the stage runner learnt about one job before the soak."""
-
-    job: str
-    deployed_ok: bool
-    reason: str = ""
-    alloc_id: str = ""
-
-
-def stage_verdict(jobs: list[JobVerdict]) -> JobVerdict | None:
-    """The first failing job of a stage (None: every job passed). Order is the stage's job order."""
-    return next((j for j in jobs if not j.deployed_ok), None)

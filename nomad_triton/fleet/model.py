@@ -60,7 +60,7 @@ class StageSpec(_Strict):
     """One stage: its jobs deploy in parallel; the gate decides whether the next stage may start."""
 
     name: str | None = Field(None, min_length=1)
-    specs: list[str | SpecRef] = Field(description="Spec files (or {spec, pool|pools}) of this stage.")
+    specs: list[SpecRef] = Field(description="Spec files (or {spec, pool|pools, set}) of this stage.")
     soak: Duration = Field(timedelta(0), description="After every job is healthy, watch this long.")
     soak_interval: Duration = Field(timedelta(seconds=2), description="Probe interval during the soak.")
     verify: bool = Field(False, description="One real inference per model through service discovery.")
@@ -68,9 +68,17 @@ class StageSpec(_Strict):
     max_error_ratio: float | None = Field(None, ge=0, le=1)
     max_queue_compute_ratio: float | None = Field(None, gt=0)
 
+    @field_validator("specs", mode="before")
+    @classmethod
+    def _strings_are_specs(cls, value: Any) -> Any:
+        """`specs = ["a.toml"]` is short for `specs = [{ spec = "a.toml" }]`."""
+        if isinstance(value, list):
+            return [{"spec": v} if isinstance(v, str) else v for v in value]
+        return value
+
     @field_validator("specs")
     @classmethod
-    def _not_empty(cls, value: list[str | SpecRef]) -> list[str | SpecRef]:
+    def _not_empty(cls, value: list[SpecRef]) -> list[SpecRef]:
         if not value:
             raise ValueError("a stage needs at least one spec")
         return value
@@ -132,7 +140,7 @@ class Fleet:
 
 def _where(loc: tuple[Any, ...], doc: dict[str, Any]) -> str:
     """`stages.1 (canary): specs.0` from a pydantic location, with the stage's name when it has one."""
-    parts = [str(p) for p in loc if not (isinstance(p, str) and p in ("str", "SpecRef"))]
+    parts = [str(p) for p in loc]
     if len(parts) >= 2 and parts[0] == "stages" and parts[1].isdigit():
         stages = doc.get("stages") if isinstance(doc.get("stages"), list) else []
         i = int(parts[1])
@@ -143,12 +151,34 @@ def _where(loc: tuple[Any, ...], doc: dict[str, Any]) -> str:
     return ".".join(parts)
 
 
+_BOUNDS = {"less_than_equal": "at most {le}", "less_than": "below {lt}", "greater_than": "above {gt}",
+           "greater_than_equal": "at least {ge}", "too_short": "not empty"}
+_TYPES = {
+    "string_type": "a string",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "int_type": "a whole number",
+    "int_parsing": "a whole number",
+    "list_type": 'a list, e.g. ["jobs/a.toml"]',
+    "model_type": 'a spec file name or a table such as { spec = "a.toml", pool = "gpu-l4" }',
+    "dict_type": 'a spec file name or a table such as { spec = "a.toml", pool = "gpu-l4" }',
+}
+
+
 def _message(err: dict[str, Any]) -> str:
-    kind, msg = err["type"], err["msg"]
+    """pydantic's error in our words: what was given and what is expected."""
+    kind, msg, ctx = err["type"], err["msg"], err.get("ctx") or {}
+    given = err.get("input")
     if kind == "extra_forbidden":
         return f"unknown key {str(err['loc'][-1])!r}"
     if kind == "missing":
         return "required field is missing"
+    if kind in _BOUNDS:
+        return f"must be {_BOUNDS[kind].format(**ctx)} (got {given!r})"
+    if kind in _TYPES:
+        return f"must be {_TYPES[kind]} (got {given!r})"
     return msg.removeprefix("Value error, ")
 
 
@@ -156,16 +186,14 @@ def _validate(path: Path, doc: dict[str, Any]) -> FleetSpec:
     try:
         return FleetSpec.model_validate(doc)
     except ValidationError as exc:
-        errors = exc.errors()
-        # A bare string entry fails as both "not a string" and "not a table": report the table's error.
-        err = next((e for e in errors if "SpecRef" in e["loc"]), errors[0])
+        err = exc.errors()[0]
         raise FleetError(str(path), _where(tuple(err["loc"]), doc), _message(err)) from None
 
 
 def _expand(path: Path, stage_i: int, stage: StageSpec, label: str) -> list[FleetJob]:
     jobs: list[FleetJob] = []
     for j, entry in enumerate(stage.specs):
-        ref = SpecRef(spec=entry) if isinstance(entry, str) else entry
+        ref = entry
         where = f"{label}: specs.{j}"
         spec_path = (path.parent / ref.spec) if not Path(ref.spec).is_absolute() else Path(ref.spec)
         if not spec_path.is_file():
