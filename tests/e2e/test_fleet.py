@@ -109,7 +109,7 @@ def test_fleet_stops_at_a_bad_stage_and_rolls_it_back(devcluster: Devcluster, tm
     # 2. Nothing to change: plan exits 0 like `plan`; the cluster table shows every job ready.
     plan = run_cli(["fleet", "plan", str(good)], devcluster.addr)
     assert plan.code == 0, plan.text
-    assert plan.out.count("no change") == 3 and "3 job(s); 0 with changes" in plan.out, plan.out
+    assert plan.out.count("): no change\n") == 3 and "3 job(s); 0 with changes" in plan.out, plan.out
     status = run_cli(["status", "--json"], devcluster.addr)
     assert status.code == 0, status.text
     rows = {r["job"]: r for r in status.json()["jobs"]}
