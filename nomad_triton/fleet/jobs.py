@@ -34,8 +34,8 @@ class JobRun:
 
     job: FleetJob
     state: str = "pending"  # pending|registered|successful|failed|interrupted|rolled_back|...
-    prior_version: int | None = None
-    prior_stable: bool = False
+    plan_index: int = 0  # the JobModifyIndex the registration was checked against (0: new job)
+    registered_index: int = 0  # the register reply's JobModifyIndex
     version: int | None = None
     eval_id: str = ""
     outcome: Outcome | None = None
@@ -60,7 +60,6 @@ class JobRun:
             "state": self.state,
             "outcome": self.outcome.value if self.outcome else None,
             "version": self.version,
-            "prior_version": self.prior_version,
             "deployment": self.deployment_id or None,
             "alloc": self.alloc_id or None,
             "reason": self.reason or None,
@@ -113,18 +112,13 @@ def deploy_job(
     """Plan, register (EnforceIndex) and follow one job; fills `run`. Never raises NomadError."""
     start = client.request_count
     try:
-        try:
-            current = client.job(run.job.name)
-            run.prior_version = int(current.get("Version") or 0)
-            run.prior_stable = bool(current.get("Stable"))
-        except errors.NotFound:
-            run.prior_version = None
         plan = client.plan(parsed)
         if cancelled.is_set():
             run.state, run.reason = "not registered", "interrupted before registration"
             return
+        run.plan_index = plan.job_modify_index
         reg = client.register(parsed, enforce_index=True, job_modify_index=plan.job_modify_index)
-        run.state, run.eval_id = "registered", reg.eval_id
+        run.state, run.eval_id, run.registered_index = "registered", reg.eval_id, reg.job_modify_index
         on_registered(run)
         watcher = DeploymentWatcher(
             client, run.job.name, deadline=deadline, on_progress=lambda st: on_progress(run, st)
@@ -168,44 +162,66 @@ def verify_job(client: NomadClient, run: JobRun, verifier: Verifier = verify_end
 
 
 def rollback_job(client: NomadClient, run: JobRun, *, deadline: float) -> bool:
-    """Put one job back where the fleet found it; True when it is back and healthy.
+    """Put one job back where the fleet found it; True when it is back (and healthy, if it runs).
 
-    Nomad's own auto-revert may already have done it (outcome rolled_back). A job the fleet created
-    has no earlier version: it is stopped. Otherwise the job reverts to the version it had before
-    the fleet (or the last stable one if that was not stable), guarded by EnforcePriorVersion, and
-    the revert is followed by the same follower as every deploy.
+    The version this fleet registered is the one whose JobModifyIndex is the register reply's (no
+    such version: the registration changed nothing). A job the fleet created is stopped. Nomad's own
+    auto-revert may already have put it back: that revert is followed to its end. Otherwise the job
+    reverts to the version before ours if it was stable, else to the last stable one, guarded by
+    EnforcePriorVersion (a newer version someone else registered since is left alone), and the
+    revert is followed by the same follower as every deploy. Reading versions only here keeps the
+    happy path to the requests `deploy` makes.
     """
-    if run.state in ("pending", "not registered") or run.eval_id == "":
+    if not run.eval_id:
         run.rollback = "not registered: nothing to undo"
         return True
+    name = run.job.name
     try:
-        current = client.job(run.job.name)
-        version = int(current.get("Version") or 0)
-        if run.prior_version is None:
-            client.deregister(run.job.name)
+        versions = client.versions(name) if run.registered_index != run.plan_index else []
+        ours = next((v for v in versions if int(v.get("JobModifyIndex") or 0) == run.registered_index), None)
+        if ours is None:
+            run.rollback = "unchanged: the registration did not create a new version"
+            return True
+        our_v = int(ours["Version"])
+        if our_v == 0 and run.plan_index == 0:
+            client.deregister(name)
             run.rollback = "stopped (the job did not exist before this fleet deploy)"
             return True
-        if run.outcome is Outcome.ROLLED_BACK and current.get("Stable"):
-            run.rollback = f"Nomad's auto-revert already put it back (version {version}, stable)"
-            return True
-        if version == run.prior_version:
-            run.rollback = f"unchanged (still version {version})"
-            return True
-        target: int | None = run.prior_version
-        if not run.prior_stable:
-            found = last_stable(client.versions(run.job.name), version)
-            target = int(found["Version"]) if found else None
-        if target is None:
-            run.rollback = f"FAILED: no stable version older than {version}"
+        current = max(versions, key=lambda v: int(v.get("Version") or 0))
+        if int(current.get("Version") or 0) != our_v:
+            if run.outcome is not Outcome.ROLLED_BACK:
+                run.rollback = f"FAILED: version {current.get('Version')} was registered since ours ({our_v}); left alone"
+                return False
+            return _auto_reverted(client, run, int(current["Version"]), bool(current.get("Stable")), deadline)
+        before = next((v for v in versions if int(v.get("Version") or -1) == our_v - 1), None)
+        target_v = before if before is not None and before.get("Stable") else last_stable(versions, our_v)
+        if target_v is None:
+            run.rollback = f"FAILED: no stable version older than {our_v}"
             return False
-        reply = client.revert(run.job.name, target, enforce_prior_version=version)
-        watcher = DeploymentWatcher(client, run.job.name, deadline=deadline)
+        target = int(target_v["Version"])
+        reply = client.revert(name, target, enforce_prior_version=our_v)
+        watcher = DeploymentWatcher(client, name, deadline=deadline)
         res = watcher.run(str(reply.get("EvalID") or ""), int(reply.get("EvalCreateIndex") or 0))
     except errors.NomadError as exc:
         run.rollback = f"FAILED: {exc}"
         return False
     if res.outcome in PASSING:
-        run.rollback = f"reverted version {version} to version {target}: {res.outcome.value}"
+        run.rollback = f"reverted version {our_v} to version {target}: {res.outcome.value}"
         return True
     run.rollback = f"FAILED: revert to version {target}: {res.outcome.value}: {res.message}"
     return False
+
+
+def _auto_reverted(client: NomadClient, run: JobRun, version: int, stable: bool, deadline: float) -> bool:
+    """Nomad's auto-revert registered `version`: done if stable, else follow its deployment."""
+    if not stable:
+        dep = client.latest_deployment(run.job.name)
+        if dep is None or int(dep.get("JobVersion") or -1) != version:
+            run.rollback = f"FAILED: Nomad's auto-revert to version {version} has no deployment to follow"
+            return False
+        res = DeploymentWatcher(client, run.job.name, deadline=deadline).follow(dep["ID"])
+        if res.outcome not in PASSING:
+            run.rollback = f"FAILED: Nomad's auto-revert to version {version}: {res.outcome.value}: {res.message}"
+            return False
+    run.rollback = f"Nomad's auto-revert put it back (version {version})"
+    return True

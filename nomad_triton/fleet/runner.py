@@ -213,7 +213,7 @@ class FleetRunner:
 
         def registered(run: JobRun) -> None:
             self.emit("job_registered", stage, run.job.name, f"evaluation {run.eval_id[:8]}",
-                      eval_id=run.eval_id, prior_version=run.prior_version)
+                      eval_id=run.eval_id, job_modify_index=run.registered_index)
 
         def one(run: JobRun) -> None:
             deploy_job(self._new_client(), run, self.parsed[run.job.name], deadline=deadline,
