@@ -190,7 +190,9 @@ class FleetRunner:
             except KeyboardInterrupt:
                 self.cancelled.set()
                 return self._interrupted(t0)
-        elif all(r.outcome is Outcome.ROLLED_BACK for r in failed.runs if r.eval_id):
+        elif (changed := [r for r in failed.runs if r.eval_id and r.registered_index != r.plan_index]) and all(
+            r.outcome is Outcome.ROLLED_BACK for r in changed
+        ):
             code = EXIT_ROLLED_BACK  # Nomad's auto-revert put every changed job of the stage back
         msg = f"stage {failed.stage.name} failed: {failed.reason}"
         if code == EXIT_ROLLED_BACK:
