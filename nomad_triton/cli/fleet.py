@@ -190,12 +190,14 @@ def show_cluster(conn: Connection, only: set[str] | None, watch: bool, probe: bo
                 return
             from rich.live import Live
 
+            view.watch(30.0)
             if as_json:
                 while True:
                     print(json.dumps({"ts": round(time.time(), 3), **view.snapshot()}), flush=True)
                     view.wait_change(30.0)
             with Live(print_cluster(view, title), console=table_console(), refresh_per_second=4) as live:
                 while True:
+                    # Model readiness is Triton's, not Nomad's: re-probe every few seconds too.
                     view.wait_change(5.0 if probe else 30.0)
                     live.update(print_cluster(view, f"{title}  (live, {time.strftime('%H:%M:%S')})"))
     except KeyboardInterrupt:

@@ -122,6 +122,8 @@ class ClusterView:
         self._scale: dict[str, tuple[int, dict[str, Any]]] = {}  # job -> (ModifyIndex, scale status)
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=16)
+        self._changed = threading.Event()
+        self._error: errors.NomadError | None = None
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -140,19 +142,35 @@ class ClusterView:
         """Read the four lists now (in parallel), then whatever per-job detail changed."""
         list(self._pool.map(lambda k: self._fetch(k, 0.0), LISTS))
         self._details()
+        self._changed.clear()
 
-    def wait_change(self, wait_s: float) -> None:
-        """Block until any list moves (or wait_s passes); then refresh the per-job details.
+    def watch(self, wait_s: float = 30.0) -> None:
+        """Start one daemon thread per list that keeps a blocking query parked on it.
 
-        All four blocking queries are parked at once; the first to return ends the wait (the
-        others are re-issued with their own index next time, so nothing is missed).
+        Why threads that outlive each redraw: a query parked for `wait_s` must not be abandoned
+        and re-issued at every redraw (that would be polling), and daemon threads never hold the
+        process up on Ctrl-C.
         """
-        futures = [self._pool.submit(self._fetch, k, wait_s) for k in LISTS]
-        deadline = time.monotonic() + wait_s + 1.0
-        while time.monotonic() < deadline and not any(f.done() and f.result() for f in futures):
-            if all(f.done() for f in futures):
-                break
-            time.sleep(0.05)
+        for key in LISTS:
+            threading.Thread(target=self._watch_loop, args=(key, wait_s), daemon=True).start()
+
+    def _watch_loop(self, key: str, wait_s: float) -> None:
+        while True:
+            try:
+                if self._fetch(key, wait_s):
+                    self._changed.set()
+            except errors.NomadError as exc:
+                self._error = exc
+                self._changed.set()
+                time.sleep(1.0)
+
+    def wait_change(self, timeout_s: float) -> None:
+        """Block until a watched list moves (or timeout_s passes), then refresh per-job details."""
+        self._changed.wait(timeout_s)
+        self._changed.clear()
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
         self._details()
 
     def _details(self) -> None:

@@ -175,3 +175,35 @@ def test_ctrl_c_says_what_is_half_done(devcluster: Devcluster, tmp_path: Path) -
     client = facade(devcluster)
     assert client.job("fl-slow")["Version"] == 0
     assert not [j for j in client.api.jobs.get_jobs() if j["ID"] == "fl-later"]
+
+
+def test_status_watch_redraws_when_the_cluster_changes(devcluster: Devcluster, tmp_path: Path) -> None:
+    spec = http_spec(tmp_path, "fl-watched", extra="[scaling]\nenabled = true\nmin = 1\nmax = 2\n")
+    assert run_cli(["deploy", str(spec), "--timeout", "90s"], devcluster.addr).code == 0
+    log = tmp_path / "watch.log"
+    proc = start_cli(["status", "--watch", "--json"], devcluster.addr, log)
+    try:
+        wait_for_text(log, '"fl-watched"', timeout=60)
+        first = events(log.read_text())[0]
+        [row] = [r for r in first["jobs"] if r["job"] == "fl-watched"]
+        assert (row["desired"], row["running"], row["healthy"]) == (1, 1, 1), row
+        scaled = run_cli(["scale", "fl-watched", "2", "--message", "e2e: watch me", "--timeout", "60s"],
+                         devcluster.addr)
+        assert scaled.code == 0, scaled.text
+
+        def two_running() -> dict[str, Any] | None:
+            for snap in events(log.read_text()):
+                for r in snap["jobs"]:
+                    if r["job"] == "fl-watched" and r["running"] == 2 and "e2e: watch me" in r["last_scaling"]:
+                        return r
+            return None
+
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and two_running() is None:
+            time.sleep(0.2)
+        row = two_running()
+        assert row is not None and row["desired"] == 2, log.read_text()[-2000:]
+        proc.send_signal(signal.SIGINT)
+        assert stop_cli(proc, timeout=20) == 0
+    finally:
+        kill_cli(proc)
