@@ -156,7 +156,7 @@ def deploy(
 # ---------------------------------------------------------------------------------- status
 
 
-def print_cluster(view: ClusterView, title: str) -> Any:
+def cluster_tables(view: ClusterView, title: str) -> Any:
     rows, pools = view.rows()
     table = Table(title=title)
     for col in ("job", "pool", "ver", "status", "desired/running/healthy", "deployment", "models ready",
@@ -186,7 +186,7 @@ def show_cluster(conn: Connection, only: set[str] | None, watch: bool, probe: bo
                 emit_json(view.snapshot())
                 return
             if not watch:
-                table_console().print(print_cluster(view, title))
+                table_console().print(cluster_tables(view, title))
                 return
             from rich.live import Live
 
@@ -195,11 +195,11 @@ def show_cluster(conn: Connection, only: set[str] | None, watch: bool, probe: bo
                 while True:
                     print(json.dumps({"ts": round(time.time(), 3), **view.snapshot()}), flush=True)
                     view.wait_change(30.0)
-            with Live(print_cluster(view, title), console=table_console(), refresh_per_second=4) as live:
+            with Live(cluster_tables(view, title), console=table_console(), refresh_per_second=4) as live:
                 while True:
                     # Model readiness is Triton's, not Nomad's: re-probe every few seconds too.
                     view.wait_change(5.0 if probe else 30.0)
-                    live.update(print_cluster(view, f"{title}  (live, {time.strftime('%H:%M:%S')})"))
+                    live.update(cluster_tables(view, f"{title}  (live, {time.strftime('%H:%M:%S')})"))
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
     finally:
