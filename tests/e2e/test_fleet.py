@@ -207,3 +207,23 @@ def test_status_watch_redraws_when_the_cluster_changes(devcluster: Devcluster, t
         assert stop_cli(proc, timeout=20) == 0
     finally:
         kill_cli(proc)
+
+
+def test_fleet_plan_lists_failing_placements_first(devcluster: Devcluster, tmp_path: Path) -> None:
+    http_spec(tmp_path, "fl-fits")
+    sleep_spec(tmp_path, "fl-gpu", gpus=1)  # this devcluster has no GPU: placement must fail
+    fleet = tmp_path / "fleet.toml"
+    fleet.write_text('[[stages]]\nname = "first"\nspecs = ["fl-fits.toml"]\n'
+                     '[[stages]]\nname = "second"\nspecs = ["fl-gpu.toml"]\n')
+    res = run_cli(["fleet", "plan", str(fleet)], devcluster.addr)
+    assert res.code == 1, res.text  # changes (two new jobs), as `plan`
+    heads = [line for line in res.out.splitlines() if line.startswith("=== ")]
+    assert heads == ["=== fl-gpu (stage second, pool default): PLACEMENT FAILS",
+                     "=== fl-fits (stage first, pool default): changes"], res.out
+    assert "Placement failures:" in res.out and "nvidia/gpu" in res.out, res.out
+    assert "placement would fail for: fl-gpu" in res.out
+    data = run_cli(["fleet", "plan", str(fleet), "--json"], devcluster.addr).json()
+    assert [j["job"] for j in data["jobs"]] == ["fl-gpu", "fl-fits"]
+    assert data["jobs"][0]["placement_failures"] and not data["jobs"][1]["placement_failures"]
+    # Nothing was registered by planning.
+    assert not [j for j in facade(devcluster).api.jobs.get_jobs() if j["ID"].startswith("fl-")]
