@@ -16,7 +16,7 @@ DOCKER_REQS := docker/requirements.txt
 DOCKER_BUILD_REQS := docker/build-requirements.txt
 EXPORT := $(UV) export --frozen --format requirements-txt --no-emit-project --no-header
 
-.PHONY: venv lock lock-upgrade test test-unit test-e2e test-latest lint demo bench clean
+.PHONY: venv lock lock-upgrade test test-unit test-e2e test-latest lint demo fleet-demo bench clean
 
 venv: $(STAMP)
 
@@ -82,6 +82,10 @@ examples: venv
 # `make demo`: devcluster up, deploy the CPU example on real PyTriton, infer, scale to 2, status.
 demo: venv
 	bash examples/demo.sh
+
+# `make fleet-demo`: devcluster with 3 simulated GPU pools + the CPU pool, a 3-stage fleet deploy, status.
+fleet-demo: venv
+	bash examples/fleet-demo.sh
 
 # `make bench` runs all of bench/p*_*.py; `make bench ONLY=p6` runs one.
 bench: venv

@@ -71,10 +71,26 @@ def emit_json(data: Any) -> None:
 
 
 def load_spec_or_exit(
-    spec: Path, sets: list[str], values: list[Path], as_json: bool = False, *, check_repository: bool = False
+    spec: Path, sets: list[str], values: list[Path], as_json: bool = False, *, allow_pools: bool = False,
+    check_repository: bool = False,
 ) -> DeploymentSpec:
-    """Load + validate the spec; bad input ends the command with exit 2 and one line naming file and field."""
+    """Load + validate the spec; bad input ends the command with exit 2 and one line naming file and field.
+
+    A spec with `[[pools]]` is several jobs: single-job commands refuse it (exit 2) unless the
+    command handles every pool itself (`allow_pools`, e.g. render); fleets deploy it.
+    """
     try:
-        return load_spec(spec, sets=sets, values=values, check_repository=check_repository)
+        loaded = load_spec(spec, sets=sets, values=values, check_repository=check_repository)
     except SpecError as exc:
         fail(exc.line(), EXIT_BAD_INPUT, as_json, source=exc.source, field=exc.field)
+    if loaded.pools and not allow_pools:
+        jobs = ", ".join(j.name for j in loaded.job_specs())
+        fail(
+            f"{spec}: pools: this spec renders {len(loaded.pools)} jobs ({jobs}); deploy it with a fleet file "
+            "(nomad-triton fleet plan|deploy FLEET) or remove [[pools]]",
+            EXIT_BAD_INPUT,
+            as_json,
+            source=str(spec),
+            field="pools",
+        )
+    return loaded

@@ -30,6 +30,7 @@ COMMAND_MODULES: list[str] = [
     "nomad_triton.cli.probe",
     "nomad_triton.cli.autoscale",
     "nomad_triton.cli.sd",
+    "nomad_triton.cli.fleet",
 ]
 
 

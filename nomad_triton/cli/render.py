@@ -28,8 +28,9 @@ def render(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Render the Nomad HCL2 job for SPEC (nothing is contacted)."""
-    loaded = load_spec_or_exit(spec, sets, values, as_json)
-    hcl = render_job(loaded)
+    loaded = load_spec_or_exit(spec, sets, values, as_json, allow_pools=True)
+    # A spec with [[pools]] renders to one complete job per pool, one after the other.
+    hcl = "\n".join(render_job(job) for job in loaded.job_specs())
     if out is not None:
         try:
             out.write_text(hcl, encoding="utf-8")
@@ -50,10 +51,17 @@ def validate(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Validate SPEC locally: schema, render, and parse-back of the HCL (no Nomad contacted)."""
-    loaded = load_spec_or_exit(spec, sets, values, as_json, check_repository=True)
-    problems = validate_local(loaded)
+    loaded = load_spec_or_exit(spec, sets, values, as_json, allow_pools=True, check_repository=True)
+    problems = [p for job in loaded.job_specs() for p in validate_local(job)]
     if as_json:
-        emit_json({"valid": not problems, "job": loaded.name, "problems": problems})
+        emit_json(
+            {
+                "valid": not problems,
+                "job": loaded.name,
+                "jobs": [j.name for j in loaded.job_specs()],
+                "problems": problems,
+            }
+        )
         if problems:
             raise typer.Exit(EXIT_FAILED)
         return

@@ -8,18 +8,11 @@ newer deploy.
 
 from __future__ import annotations
 
-from typing import Any
-
 import typer
 
 from nomad_triton.cli.common import EXIT_FAILED, JSON_OPT, emit_json, fail
 from nomad_triton.cli.connection import Connection, nomad_errors, with_connection
-
-
-def last_stable(versions: list[dict[str, Any]], current: int) -> dict[str, Any] | None:
-    """The newest stable version older than `current`."""
-    older = [v for v in versions if v.get("Stable") and int(v.get("Version", -1)) < current]
-    return max(older, key=lambda v: int(v["Version"]), default=None)
+from nomad_triton.nomad.versions import last_stable
 
 
 @with_connection

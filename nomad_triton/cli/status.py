@@ -158,15 +158,25 @@ def print_status(data: dict[str, Any]) -> None:
 
 @with_connection
 def status(
-    job: str = typer.Argument(..., help="Job ID (the spec's name)."),
+    job: str | None = typer.Argument(None, help="Job ID (the spec's name); without it: every toolkit job."),
     model: list[str] = typer.Option([], "--model", help="Model to probe (default: from the job's checks)."),
     all_allocs: bool = typer.Option(False, "--all", help="Include stopped and failed allocations."),
     probe_timeout: float = typer.Option(2.0, "--probe-timeout", help="Seconds per Triton readiness probe."),
+    watch: bool = typer.Option(False, "--watch", "-w", help="Without JOB: keep the table live."),
     as_json: bool = JSON_OPT,
     conn: Connection | None = None,
 ) -> None:
-    """Show JOB: deployment, allocation health, per-model readiness, nodes and GPUs."""
+    """Show JOB: deployment, allocation health, per-model readiness, nodes and GPUs.
+
+    Without JOB: one table of every toolkit job (pool, version, counts, deployment, models ready,
+    GPUs per pool, last scaling event), from blocking queries; --watch keeps it live.
+    """
     assert conn is not None
+    if job is None:
+        from nomad_triton.cli.fleet import show_cluster
+
+        show_cluster(conn, None, watch, True, as_json, "nomad-triton jobs")
+        return
     with nomad_errors(as_json):
         data = collect(conn.client, job, model or None, all_allocs, probe_timeout)
     if as_json:

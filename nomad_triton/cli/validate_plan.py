@@ -31,9 +31,10 @@ from nomad_triton.cli.common import (
 )
 from nomad_triton.cli.connection import Connection, nomad_errors, with_connection
 from nomad_triton.nomad import errors
-from nomad_triton.nomad.client import NomadClient, PlanResult
-from nomad_triton.nomad.diff import allocation_changes, render_diff, render_updates
+from nomad_triton.nomad.client import NomadClient
+from nomad_triton.nomad.diff import allocation_changes
 from nomad_triton.nomad.failures import explain_failed_tg_allocs
+from nomad_triton.nomad.planview import plan_lines
 from nomad_triton.render import render_job, validate_local
 from nomad_triton.spec import DeploymentSpec
 
@@ -100,18 +101,6 @@ def validate(
     if warnings:
         typer.echo(f"warning: {warnings}", err=True)
     typer.echo(f"{spec}: ok: job {job.get('ID')!r} parsed and validated by Nomad at {conn.settings.address}")
-
-
-def plan_lines(plan: PlanResult, verbose: bool = False, job: dict[str, Any] | None = None) -> list[str]:
-    lines = render_diff(plan.diff, verbose)
-    if plan.desired_updates:
-        lines += ["", "Scheduler dry-run:"] + render_updates(plan.desired_updates)
-    if plan.failed_tg_allocs:
-        lines += ["", "Placement failures:"] + explain_failed_tg_allocs(plan.failed_tg_allocs, job)
-    if plan.warnings:
-        lines += ["", f"Warnings: {plan.warnings}"]
-    lines += ["", f"Job Modify Index: {plan.job_modify_index}"]
-    return lines
 
 
 @with_connection

@@ -287,11 +287,14 @@ def reconcile_group(
                                        reschedule_events=events))
             res.stops.append(Stop(a["ID"], ALLOC_RESCHEDULED))
             continue
-        if a["ID"] in resched_later:
+        if a["ID"] in resched_later and _is_current(a, job):
             res.reschedule_later.append((a["ID"], resched_later[a["ID"]]))
             res.ignore += 1
             continue
-        if a.get("ClientStatus") in ("failed", "complete"):
+        if a.get("ClientStatus") == "complete" or (a.get("ClientStatus") == "failed" and _is_current(a, job)):
+            # A failed alloc of an OLDER version (not rescheduled, or not due yet) is still
+            # replaced by the new version's destructive update (Nomad's reconciler keeps it
+            # "untainted"), so a fix or a revert after a failed rollout does place again.
             res.ignore += 1
             continue
         if a["ID"] in migrate:

@@ -11,7 +11,7 @@ import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from nomad_triton.spec.durations import Duration, format_duration
 from nomad_triton.spec.limits import (
@@ -434,6 +434,72 @@ class ScalingSpec(_Strict):
         }
 
 
+class PoolGpusOverride(_Strict):
+    """A pool's GPU request, field by field over the spec's `[gpus]` (unset fields keep the spec's)."""
+
+    count: int | None = Field(None, ge=0, le=64)
+    device: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+){0,2}$")
+    min_memory: str | None = None
+    model: str | None = None
+    preferred_model: str | None = None
+    preferred_weight: int | None = Field(None, ge=-100, le=100)
+
+
+class PoolResourcesOverride(_Strict):
+    """A pool's CPU/memory, field by field over the spec's `[resources]`."""
+
+    cpu: int | None = Field(None, ge=1)
+    memory: int | None = Field(None, ge=10)
+    memory_max: int | None = Field(None, ge=10)
+
+
+class PoolScalingOverride(_Strict):
+    """A pool's scaling bounds over the spec's `[scaling]` (the policy itself is shared)."""
+
+    min: int | None = Field(None, ge=0)
+    max: int | None = Field(None, ge=1)
+
+
+class PoolSpec(_Strict):
+    """One `[[pools]]` entry: the same service on another node pool, as its own job `<name>-<pool>`.
+
+    Why overrides and not a second spec: the pools of one service differ in where they run and how
+    big they are, never in what they serve; one spec keeps the models, health and rollout settings
+    identical across pools, and each rendered job is still complete and valid on its own.
+    """
+
+    name: str = Field(description="Pool key; the job is named <spec name>-<pool name>.")
+    node_pool: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_.-]{1,128}$", description="Nomad node pool (default: the pool's name)."
+    )
+    count: int | None = Field(None, ge=0)
+    datacenters: list[str] | None = Field(None, min_length=1)
+    gpus: PoolGpusOverride | None = None
+    resources: PoolResourcesOverride | None = None
+    scaling: PoolScalingOverride | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _pool_name(cls, value: str) -> str:
+        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", value):
+            raise ValueError(
+                f"pool name {value!r} must be letters, digits, '_', '.', '-' and start with a letter or digit"
+            )
+        return value
+
+    def overrides(self) -> dict[str, Any]:
+        """The spec fields this pool sets (nested sections only with the keys given)."""
+        out: dict[str, Any] = {"node_pool": self.node_pool or self.name}
+        for key in ("count", "datacenters"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        for key in ("gpus", "resources", "scaling"):
+            section = getattr(self, key)
+            if section is not None:
+                out[key] = section.model_dump(exclude_none=True)
+        return out
+
+
 class DeploymentSpec(_Strict):
     """One Triton service on Nomad: everything `render` needs and nothing it would have to guess."""
 
@@ -458,6 +524,9 @@ class DeploymentSpec(_Strict):
     scaling: ScalingSpec = Field(default_factory=ScalingSpec)
     env: dict[str, str] = Field(default_factory=dict)
     meta: dict[str, str] = Field(default_factory=dict)
+    pools: list[PoolSpec] = Field(
+        default_factory=list, description="Render one job per pool, named <name>-<pool> (empty: one job)."
+    )
 
     @field_validator("name")
     @classmethod
@@ -519,7 +588,48 @@ class DeploymentSpec(_Strict):
             )
         if self.health.service_name is None and not SERVICE_NAME_RE.match(self.name):
             raise FieldError("name", "not a valid service name (RFC 1123 label); set health.service_name")
+        self._check_pools()
         return self
+
+    def _check_pools(self) -> None:
+        """Every pool must yield a valid job on its own; errors name `pools.<i>.<field>`."""
+        seen: dict[str, int] = {}
+        for i, pool in enumerate(self.pools):
+            if pool.name in seen:
+                raise FieldError(f"pools.{i}.name", f"pool {pool.name!r} is declared twice (also pools.{seen[pool.name]})")
+            seen[pool.name] = i
+            job_name = f"{self.name}-{pool.name}"
+            if not JOB_NAME_RE.match(job_name):
+                raise FieldError(
+                    f"pools.{i}.name",
+                    f"job name {job_name!r} would be refused by Nomad (1-128 of letters, digits, '_', '.', '-')",
+                )
+            try:
+                self.for_pool(pool)
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                cause = (err.get("ctx") or {}).get("error")
+                loc = [str(x) for x in err["loc"]]
+                if isinstance(cause, FieldError):
+                    loc += cause.field.split(".")
+                where = ".".join(loc) or "name"
+                msg = str(cause) if isinstance(cause, FieldError) else err["msg"].removeprefix("Value error, ")
+                raise FieldError(f"pools.{i}.{where}", f"in the job for pool {pool.name!r}: {msg}") from None
+
+    def for_pool(self, pool: PoolSpec) -> DeploymentSpec:
+        """The complete single-job spec of one pool: this spec, the pool's overrides, no pools."""
+        data = self.model_dump(mode="python", exclude={"pools"})
+        for key, value in pool.overrides().items():
+            if isinstance(value, dict):
+                data[key] = {**data[key], **value}
+            else:
+                data[key] = value
+        data["name"] = f"{self.name}-{pool.name}"
+        return DeploymentSpec.model_validate(data)
+
+    def job_specs(self) -> list[DeploymentSpec]:
+        """One spec per Nomad job this spec renders to: itself without pools, one per pool with."""
+        return [self.for_pool(p) for p in self.pools] if self.pools else [self]
 
     @property
     def repository_path(self) -> str:

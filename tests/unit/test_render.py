@@ -215,7 +215,9 @@ def test_limited_reschedule_renders_attempts_and_interval() -> None:
         reschedule={"unlimited": False, "attempts": 3, "interval": "1h", "delay_function": "constant"}
     )
     resched = hcl2.loads(render_job(spec))["job"][0]['"t"']["group"][0]['"triton"']["reschedule"][0]
-    assert resched["attempts"] == 3 and "unlimited" not in resched and "max_delay" not in resched
+    # `unlimited = false` must be written: Nomad fills a missing `unlimited` with true for service
+    # jobs (its default reschedule policy), which would silently ignore attempts and interval.
+    assert resched["attempts"] == 3 and resched["unlimited"] is False and "max_delay" not in resched
 
 
 def test_templates_are_found_as_package_data() -> None:

@@ -352,3 +352,21 @@ def test_reschedule_delay_functions(fn: str, events: int, want: float) -> None:
 ])
 def test_operands(op: str, lv: str, rv: str, ok: bool) -> None:
     assert fz.check_operand(op, lv, rv, True, True) is ok
+
+
+@pytest.mark.parametrize("unlimited", [False, True])
+def test_a_new_version_replaces_a_failed_alloc_of_the_old_one(unlimited: bool) -> None:
+    """A fix or a revert after a failed rollout places again: the failed old-version alloc (never
+    rescheduled, or not due yet) gets the new version's destructive update, as in Nomad."""
+    n = node("n")
+    policy = {"Attempts": 0, "Interval": 0, "Delay": int(3600 * S), "DelayFunction": "constant", "MaxDelay": 0,
+              "Unlimited": unlimited}
+    old = with_tg(BASE, ReschedulePolicy=policy, Update={"MaxParallel": 1})
+    failed = _alloc(old, 0, n, status="failed", ModifyTime=int(NOW * S))  # failed just now
+    same = plan(old, [n], [failed])
+    assert same.placed == []  # the failed alloc's own version: not replaced before its reschedule time
+    new = with_task(old, Env={"RELEASE": "fixed"})
+    new["Version"] = 1
+    p = plan(new, [n], [failed])
+    assert len(p.placed) == 1 and p.create_deployment
+    assert [s.alloc_id for s in p.stops] == [failed["ID"]]
