@@ -27,6 +27,7 @@ from nomad_triton.spec.limits import (
     MAX_RATIO,
     MIN_MEMORY_MB,
 )
+from nomad_triton.spec.messages import translate
 from nomad_triton.spec.prometheus_source import PrometheusSourceSpec
 
 # Nomad rejects job IDs with spaces or NUL characters; we also keep them to a URL- and
@@ -437,7 +438,7 @@ class ScalingSpec(_Strict):
 class PoolGpusOverride(_Strict):
     """A pool's GPU request, field by field over the spec's `[gpus]` (unset fields keep the spec's)."""
 
-    count: int | None = Field(None, ge=0, le=64)
+    count: int | None = Field(None, ge=0, le=MAX_GPUS)
     device: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+){0,2}$")
     min_memory: str | None = None
     model: str | None = None
@@ -448,16 +449,16 @@ class PoolGpusOverride(_Strict):
 class PoolResourcesOverride(_Strict):
     """A pool's CPU/memory, field by field over the spec's `[resources]`."""
 
-    cpu: int | None = Field(None, ge=1)
-    memory: int | None = Field(None, ge=10)
-    memory_max: int | None = Field(None, ge=10)
+    cpu: int | None = Field(None, ge=1, le=MAX_CPU_MHZ)
+    memory: int | None = Field(None, ge=MIN_MEMORY_MB, le=MAX_MEMORY_MB)
+    memory_max: int | None = Field(None, ge=MIN_MEMORY_MB, le=MAX_MEMORY_MB)
 
 
 class PoolScalingOverride(_Strict):
     """A pool's scaling bounds over the spec's `[scaling]` (the policy itself is shared)."""
 
-    min: int | None = Field(None, ge=0)
-    max: int | None = Field(None, ge=1)
+    min: int | None = Field(None, ge=0, le=MAX_COUNT)
+    max: int | None = Field(None, ge=1, le=MAX_COUNT)
 
 
 class PoolSpec(_Strict):
@@ -472,7 +473,7 @@ class PoolSpec(_Strict):
     node_pool: str | None = Field(
         None, pattern=r"^[A-Za-z0-9_.-]{1,128}$", description="Nomad node pool (default: the pool's name)."
     )
-    count: int | None = Field(None, ge=0)
+    count: int | None = Field(None, ge=0, le=MAX_COUNT)
     datacenters: list[str] | None = Field(None, min_length=1)
     gpus: PoolGpusOverride | None = None
     resources: PoolResourcesOverride | None = None
@@ -613,7 +614,10 @@ class DeploymentSpec(_Strict):
                 if isinstance(cause, FieldError):
                     loc += cause.field.split(".")
                 where = ".".join(loc) or "name"
-                msg = str(cause) if isinstance(cause, FieldError) else err["msg"].removeprefix("Value error, ")
+                if isinstance(cause, FieldError):
+                    msg = str(cause)
+                else:  # our wording, never pydantic's
+                    msg = translate(DeploymentSpec, err)
                 raise FieldError(f"pools.{i}.{where}", f"in the job for pool {pool.name!r}: {msg}") from None
 
     def for_pool(self, pool: PoolSpec) -> DeploymentSpec:
