@@ -76,6 +76,8 @@ def _syntax_line(path: Path, exc: text_format.ParseError) -> str:
         return f"{where}: {m.group(2)}: unknown value {m.group(1)!r}"
     if m := re.search(r'should not have multiple "(\w+)" fields', text):
         return f"{where}: {m.group(1)}: given more than once"
+    if m := re.search(r'Field "(\w+)" is specified along with field "(\w+)", another member of oneof', text):
+        return f"{where}: {m.group(1)}: cannot be combined with {m.group(2)} (choose one of them)"
     return f"{where}: syntax error: not valid protobuf text format here"
 
 
@@ -175,9 +177,11 @@ def _format_validation(where: Path, err: ValidationError) -> list[str]:
     lines = []
     for item in err.errors():
         parts = [rename.get(str(p), str(p)) for p in item["loc"]]
-        loc = ".".join(f"[{p}]" if p.isdigit() else p for p in parts).replace(".[", "[") or "(config)"
+        loc = ".".join(f"[{p}]" if p.isdigit() else p for p in parts).replace(".[", "[")
         msg = item["msg"].removeprefix("Value error, ")
-        lines.append(f"{where}: {loc}: {msg}")
+        for ours, triton in rename.items():
+            msg = msg.replace(f".{ours}", f".{triton}")
+        lines.append(f"{where}: {loc}: {msg}" if loc else f"{where}: {msg}")
     return lines
 
 
