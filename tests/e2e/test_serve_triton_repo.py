@@ -1,0 +1,210 @@
+"""examples/triton-repo (Triton's layout: config.pbtxt, version folders) served by a real `serve` process.
+
+Driven with tritonclient over HTTP and gRPC: every model and version answers with its own weights,
+readiness is per version, dynamic batching forms batches, and broken models either stop the server
+(default, Triton's --exit-on-error) or are listed not ready while the rest serve (--no-exit-on-error).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.grpc as tgrpc
+import tritonclient.http as thttp
+from prometheus_client.parser import text_string_to_metric_families
+
+import examples.build_onnx_model as gen
+import examples.build_triton_repo as repo_script
+from nomad_triton.server.testing import ServerProcess, free_ports
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+REPO = ROOT / "examples" / "triton-repo"
+TOKEN = "e2e-triton-repo-token-51c2"
+TRACEBACK = re.compile(r"^Traceback \(most recent call last\):", re.MULTILINE)
+
+
+def _want(version: int, x: np.ndarray) -> np.ndarray:
+    w, b = gen.weights(repo_script.VERSION_SEEDS[version])
+    return np.maximum(x @ w + b, 0)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    log = tmp_path_factory.mktemp("triton-repo") / "serve.log"
+    with ServerProcess(REPO, log, env={"NOMAD_TRITON_ACCESS_TOKEN": TOKEN}) as srv:
+        srv.wait_ready(timeout_s=150)
+        yield srv
+
+
+def _http_linear(url: str, x: np.ndarray, version: str) -> np.ndarray:
+    client = thttp.InferenceServerClient(url)
+    try:
+        inp = thttp.InferInput("x", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        return client.infer("linear_onnx", [inp], model_version=version).as_numpy("y")
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize(("version", "expect_version"), [("1", 1), ("2", 2), ("", 2)])
+def test_each_onnx_version_answers_over_http_and_grpc(server: ServerProcess, version: str, expect_version: int) -> None:
+    x = np.random.default_rng(7).standard_normal((3, 16)).astype(np.float32)
+    want = _want(expect_version, x)
+    np.testing.assert_allclose(_http_linear(server.http_url, x, version), want, rtol=1e-5, atol=1e-6)
+    gc = tgrpc.InferenceServerClient(server.grpc_url)
+    try:
+        inp = tgrpc.InferInput("x", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        got = gc.infer("linear_onnx", [inp], model_version=version).as_numpy("y")
+    finally:
+        gc.close()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(_want(1, x), _want(2, x))  # the versions really differ
+
+
+def test_python_backend_add_sub_over_http_and_grpc(server: ServerProcess) -> None:
+    a = np.array([1, 2, 3, 4], np.float32)
+    b = np.array([0.5, 0.5, 1, -1], np.float32)
+    hc = thttp.InferenceServerClient(server.http_url)
+    inputs = []
+    for name, value in (("INPUT0", a), ("INPUT1", b)):
+        inputs.append(thttp.InferInput(name, [4], "FP32"))
+        inputs[-1].set_data_from_numpy(value)
+    res = hc.infer("add_sub", inputs)
+    hc.close()
+    np.testing.assert_array_equal(res.as_numpy("OUTPUT0"), a + b)
+    np.testing.assert_array_equal(res.as_numpy("OUTPUT1"), a - b)
+    gc = tgrpc.InferenceServerClient(server.grpc_url)
+    ginputs = []
+    for name, value in (("INPUT0", a), ("INPUT1", b)):
+        ginputs.append(tgrpc.InferInput(name, [4], "FP32"))
+        ginputs[-1].set_data_from_numpy(value)
+    gres = gc.infer("add_sub", ginputs, model_version="1")
+    gc.close()
+    np.testing.assert_array_equal(gres.as_numpy("OUTPUT1"), a - b)
+
+
+def test_readiness_is_per_model_and_version(server: ServerProcess) -> None:
+    assert server.ready("/v2/health/ready") == 200
+    assert server.ready("/v2/models/linear_onnx/versions/1/ready") == 200
+    assert server.ready("/v2/models/linear_onnx/versions/2/ready") == 200
+    assert server.ready("/v2/models/linear_onnx/versions/3/ready") == 400
+    assert server.ready("/v2/models/add_sub/ready") == 200
+    gc = tgrpc.InferenceServerClient(server.grpc_url)
+    try:
+        assert gc.is_model_ready("linear_onnx", "1") and not gc.is_model_ready("linear_onnx", "3")
+        assert gc.get_model_metadata("linear_onnx", as_json=True)["versions"] == ["1", "2"]
+    finally:
+        gc.close()
+    index = httpx.post(f"http://{server.http_url}/v2/repository/index",
+                       headers={"triton-access-token": TOKEN}, timeout=5).json()
+    states = {(m["name"], m.get("version")): m.get("state") for m in index}
+    assert states[("linear_onnx", "1")] == "READY" and states[("linear_onnx", "2")] == "READY", states
+    assert not any(name.count("__nt_v") for name, _ in states), states  # private binding names never show
+
+
+def _metric(server: ServerProcess, family_name: str, model: str, version: str) -> float:
+    text = httpx.get(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=5).text
+    for family in text_string_to_metric_families(text):
+        if family.name == family_name:
+            for s in family.samples:
+                if s.labels.get("model") == model and s.labels.get("version") == version:
+                    return s.value
+    raise AssertionError(f"{family_name} for {model} v{version} not in metrics")
+
+
+def test_dynamic_batching_forms_batches(server: ServerProcess) -> None:
+    before_n = _metric(server, "nv_inference_count", "linear_onnx", "2")
+    before_exec = _metric(server, "nv_inference_exec_count", "linear_onnx", "2")
+    x = np.ones((1, 16), np.float32)
+    clients = [thttp.InferenceServerClient(server.http_url) for _ in range(16)]
+
+    def burst(client: thttp.InferenceServerClient) -> None:
+        for _ in range(20):
+            inp = thttp.InferInput("x", [1, 16], "FP32")
+            inp.set_data_from_numpy(x)
+            client.infer("linear_onnx", [inp], model_version="2")
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(burst, clients))
+    for c in clients:
+        c.close()
+    n = _metric(server, "nv_inference_count", "linear_onnx", "2") - before_n
+    execs = _metric(server, "nv_inference_exec_count", "linear_onnx", "2") - before_exec
+    assert n == 320 and execs < n, (n, execs)  # fewer executions than requests: batches were formed
+
+
+def _broken_repo(tmp: Path) -> Path:
+    repo = tmp / "repo"
+    shutil.copytree(REPO, repo)
+    model_py = repo / "add_sub" / "1" / "model.py"
+    model_py.write_text(model_py.read_text().replace(
+        "    def initialize(self, args):\n",
+        "    def initialize(self, args):\n        raise RuntimeError('weights missing')\n"))
+    trt = repo / "engine"
+    (trt / "1").mkdir(parents=True)
+    (trt / "1" / "model.plan").write_bytes(b"\0")
+    (trt / "config.pbtxt").write_text(
+        'platform: "tensorrt_plan"\nmax_batch_size: 8\n'
+        'input [{ name: "i" data_type: TYPE_FP32 dims: [2] }]\noutput [{ name: "o" data_type: TYPE_FP32 dims: [2] }]\n')
+    return repo
+
+
+def test_exit_on_error_refuses_to_start_and_names_every_broken_model(tmp_path: Path) -> None:
+    repo = _broken_repo(tmp_path)
+    http, grpc, metrics = free_ports(3)
+    res = subprocess.run(
+        [sys.executable, "-m", "nomad_triton.server", "--models", str(repo), "--http-port", str(http),
+         "--grpc-port", str(grpc), "--metrics-port", str(metrics)],
+        capture_output=True, text=True, timeout=180,
+    )
+    assert res.returncode == 2, res.stderr[-3000:]
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [
+        f"error: {repo / 'engine' / 'config.pbtxt'}: platform: model 'engine' uses 'tensorrt_plan', which this "
+        "server cannot run (supported: onnxruntime_onnx (backend onnxruntime), python, pytorch_libtorch, "
+        "tensorflow_savedmodel) (convert it to ONNX, or serve it with tritonserver)",
+        f"error: {repo / 'add_sub' / '1' / 'model.py'}: initialize() raised RuntimeError: weights missing "
+        "(traceback in the log)",
+    ], res.stderr[-3000:]
+    assert "weights missing" in res.stderr and "ready in" not in res.stdout
+    assert len(TRACEBACK.findall(res.stderr)) == 1  # only the failing initialize(), logged for the operator
+
+
+def test_no_exit_on_error_lists_broken_models_not_ready_and_serves_the_rest(tmp_path: Path) -> None:
+    repo = _broken_repo(tmp_path)
+    with ServerProcess(repo, tmp_path / "serve.log", extra_args=("--no-exit-on-error",),
+                       env={"NOMAD_TRITON_ACCESS_TOKEN": TOKEN}) as srv:
+        deadline = time.monotonic() + 150
+        while srv.ready("/v2/models/linear_onnx/ready") != 200:
+            assert srv.proc is not None and srv.proc.poll() is None, srv.log()[-3000:]
+            assert time.monotonic() < deadline, srv.log()[-3000:]
+            time.sleep(0.2)
+        srv.remember_groups()
+        assert srv.ready("/v2/health/ready") == 400  # strict readiness: a listed model is not loaded
+        assert srv.ready("/v2/health/live") == 200
+        assert srv.ready("/v2/models/engine/ready") == 400 and srv.ready("/v2/models/add_sub/ready") == 400
+        x = np.ones((2, 16), np.float32)
+        np.testing.assert_allclose(_http_linear(srv.http_url, x, "1"), _want(1, x), rtol=1e-5)
+        index = httpx.post(f"http://{srv.http_url}/v2/repository/index",
+                           headers={"triton-access-token": TOKEN}, timeout=5).json()
+        reasons = {m["name"]: m.get("reason", "") for m in index if m.get("state") == "UNAVAILABLE"}
+        assert "tensorrt_plan" in reasons.get("engine", ""), index
+        assert "weights missing" in reasons.get("add_sub", ""), index
+        deadline = time.monotonic() + 10
+        while "ready in" not in srv.out() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "NOT READY: add_sub, engine" in srv.out(), srv.out()
+        warnings = [line for line in srv.log().splitlines() if line.startswith("warning: ")]
+        assert any("engine/config.pbtxt: platform:" in w for w in warnings), warnings
