@@ -33,6 +33,7 @@ class MetricsSample:
 
     counters: dict[str, dict[str, float]] = field(default_factory=dict)
     pending: dict[str, float] = field(default_factory=dict)
+    versions: dict[str, set[str]] = field(default_factory=dict)  # loaded versions per model
     gpu_utilization: float | None = None
     gpu_memory_used_bytes: float | None = None
     gpu_memory_total_bytes: float | None = None
@@ -81,6 +82,8 @@ def parse_metrics(text: str) -> MetricsSample:
                 per = out.counters.setdefault(model, {})
                 key = COUNTERS[name]
                 per[key] = per.get(key, 0.0) + float(s.value)
+                if "version" in s.labels:
+                    out.versions.setdefault(model, set()).add(s.labels["version"])
             elif name == GAUGE_PENDING and model is not None:
                 out.pending[model] = out.pending.get(model, 0.0) + float(s.value)
             elif name == "nv_gpu_utilization":
@@ -126,8 +129,9 @@ class RateTracker:
         for model in sorted(models):
             cur = sample.counters.get(model, {})
             pending = sample.pending.get(model)
+            versions = tuple(sorted(sample.versions.get(model, ()), key=lambda v: (len(v), v)))
             if prev is None or ts <= prev[0] or model not in prev[1].counters:
-                result[model] = ModelRates(pending=pending)
+                result[model] = ModelRates(pending=pending, versions=versions)
                 continue
             dt = ts - prev[0]
             old = prev[1].counters[model]
@@ -151,6 +155,7 @@ class RateTracker:
                 pending=pending,
                 avg_latency_us=avg,
                 reset=reset,
+                versions=versions,
             )
         return result
 

@@ -208,3 +208,24 @@ def test_no_exit_on_error_lists_broken_models_not_ready_and_serves_the_rest(tmp_
         assert "NOT READY: add_sub, engine" in srv.out(), srv.out()
         warnings = [line for line in srv.log().splitlines() if line.startswith("warning: ")]
         assert any("engine/config.pbtxt: platform:" in w for w in warnings), warnings
+
+
+def test_probe_and_status_show_versions_and_readiness(server: ServerProcess) -> None:
+    import asyncio
+
+    from nomad_triton.cli.status import model_readiness, model_versions
+    from nomad_triton.probe.observations import Endpoint
+    from nomad_triton.probe.triton import Prober
+
+    async def one() -> object:
+        async with Prober(timeout_s=5.0) as prober:
+            return await prober.probe(Endpoint("a1", server.http_url, f"127.0.0.1:{server.metrics_port}",
+                                               ("linear_onnx", "add_sub")))
+
+    obs = asyncio.run(one())
+    assert obs.ready is True, obs  # type: ignore[attr-defined]
+    models = obs.models  # type: ignore[attr-defined]
+    assert models["linear_onnx"].versions == ("1", "2") and models["linear_onnx"].ready is True
+    assert models["add_sub"].versions == ("1",)
+    assert model_versions(server.http_url, ["linear_onnx", "nope"]) == {"linear_onnx": ["1", "2"], "nope": []}
+    assert model_readiness(server.http_url, ["linear_onnx", "nope"]) == {"linear_onnx": True, "nope": False}
