@@ -34,12 +34,74 @@ def write(out: Path) -> list[Path]:
     return written
 
 
+_CONFIG = """name: "{name}"
+platform: "{platform}"
+max_batch_size: 64
+input [{{ name: "x" data_type: TYPE_FP32 dims: [ 16 ] }}]
+output [{{ name: "y" data_type: TYPE_FP32 dims: [ 4 ] }}]
+dynamic_batching {{ max_queue_delay_microseconds: 500 }}
+"""
+
+
+def write_frameworks(out: Path, seed: int = 4) -> list[Path]:
+    """torch_linear (TorchScript) and tf_linear (SavedModel): the same function as linear_onnx v1.
+
+    Needs the optional `torch` / `tensorflow` extras, so these models are not part of the checked-in
+    examples/triton-repo (serve refuses them without the extras); write them elsewhere with
+    `--frameworks --out DIR`.
+    """
+    import numpy as np
+
+    from examples.build_onnx_model import weights
+
+    w, b = weights(seed)
+    written = []
+    import torch
+
+    class Linear(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.from_numpy(w), requires_grad=False)
+            self.b = torch.nn.Parameter(torch.from_numpy(b), requires_grad=False)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.relu(x @ self.w + self.b)
+
+    path = out / "torch_linear" / "1" / "model.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.jit.script(Linear()).save(str(path))
+    (out / "torch_linear" / "config.pbtxt").write_text(_CONFIG.format(name="torch_linear", platform="pytorch_libtorch"))
+    written.append(path)
+
+    import tensorflow as tf
+
+    class TfLinear(tf.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w, self.b = tf.constant(w), tf.constant(b)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 16], tf.float32, name="x")])
+        def serve(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+            return {"y": tf.nn.relu(tf.matmul(x, self.w) + self.b)}
+
+    module = TfLinear()
+    path = out / "tf_linear" / "1" / "model.savedmodel"
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    (out / "tf_linear" / "config.pbtxt").write_text(_CONFIG.format(name="tf_linear", platform="tensorflow_savedmodel"))
+    written.append(path)
+    del np
+    return written
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=REPO)
+    parser.add_argument("--frameworks", action="store_true",
+                        help="also write the TorchScript and SavedModel examples (needs the torch and tensorflow extras)")
     args = parser.parse_args(argv)
-    for path in write(args.out):
-        print(f"wrote {path} ({path.stat().st_size} bytes)")
+    paths = write(args.out) + (write_frameworks(args.out) if args.frameworks else [])
+    for path in paths:
+        print(f"wrote {path}")
     return 0
 
 

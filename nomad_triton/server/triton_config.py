@@ -198,6 +198,10 @@ def _instances(config: pb.ModelConfig, where: Path, allow_cpu_fallback: bool,
         if group.count < 0:
             raise RepositoryError([f"{where}: instance_group[{i}].count: must be at least 1, got {group.count}"])
         group_gpus = list(group.gpus)
+        for extra in ("rate_limiter", "secondary_devices", "profile", "passive", "host_policy"):
+            present = group.HasField(extra) if extra == "rate_limiter" else bool(getattr(group, extra))
+            if present:
+                warnings.append(f"{where}: instance_group[{i}].{extra}: ignored by this server")
         count += (group.count or 1) * max(1, len(group_gpus) if kind_name != "KIND_CPU" else 1)
         if kind_name in ("KIND_GPU", "KIND_AUTO"):
             report = read_gpus()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -190,7 +191,9 @@ def test_initialize_that_raises_is_one_line_and_a_logged_traceback(tmp_path: Pat
     assert "Traceback" in caplog.text and "no weights" in caplog.text
 
 
-def test_torch_and_tensorflow_without_their_extra_name_it(tmp_path: Path) -> None:
+def test_torch_and_tensorflow_without_their_extra_name_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for module in ("torch", "tensorflow"):  # as in a venv without the extras (CI installs them)
+        monkeypatch.setitem(sys.modules, module, None)
     for platform, file, extra in (("pytorch_libtorch", "model.pt", "torch"),
                                   ("tensorflow_savedmodel", "model.savedmodel", "tensorflow")):
         folder = tmp_path / f"m_{extra}"
