@@ -238,3 +238,18 @@ def test_store_rewrite_gives_each_version_its_private_sockets(tmp_path: Path) ->
     wrapper = (store / "m" / "2" / "model.py").read_text()
     assert "_PRIVATE = 'm__nt_v2'" in wrapper and (store / "m" / "2" / "pytriton_proxy.py").exists()
     assert "bad.pbtxt: platform: nope" in (store / "broken" / "1" / "model.py").read_text()
+
+
+def test_kind_gpu_pins_existing_devices_and_refuses_missing_ones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nomad_triton.probe import gpu
+
+    two = gpu.GpuReport(available=True, gpus=[gpu.GpuStat(i, "H100", 0.0, 0, 80 << 30) for i in (0, 1)])
+    monkeypatch.setattr(gpu, "read_gpus", lambda: two)
+    folder = _copy(tmp_path)
+    path = _edit(folder, "    count: 1\n    kind: KIND_CPU", "    count: 2\n    kind: KIND_GPU\n    gpus: [ 1 ]")
+    model = load_model(folder)
+    assert model.instance_kind == "KIND_GPU" and model.gpus == [1] and model.spec.instance_count == 2
+    path.write_text(path.read_text().replace("gpus: [ 1 ]", "gpus: [ 1, 5 ]"))
+    with pytest.raises(RepositoryError) as err:
+        load_model(folder)
+    assert err.value.lines == [f"{path}: instance_group[0].gpus: device(s) [5] do not exist (this machine has GPU(s) [0, 1])"]
