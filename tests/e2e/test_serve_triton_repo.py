@@ -229,3 +229,54 @@ def test_probe_and_status_show_versions_and_readiness(server: ServerProcess) -> 
     assert models["add_sub"].versions == ("1",)
     assert model_versions(server.http_url, ["linear_onnx", "nope"]) == {"linear_onnx": ["1", "2"], "nope": []}
     assert model_readiness(server.http_url, ["linear_onnx", "nope"]) == {"linear_onnx": True, "nope": False}
+
+
+def _variant(repo: Path, name: str, old: str, new: str) -> Path:
+    folder = repo / name
+    shutil.copytree(REPO / "linear_onnx", folder)
+    config = folder / "config.pbtxt"
+    text = config.read_text().replace('name: "linear_onnx"', f'name: "{name}"')
+    assert old in text, old
+    config.write_text(text.replace(old, new))
+    return config
+
+
+def test_every_bad_input_case_is_one_line_naming_file_and_field(tmp_path: Path) -> None:
+    repo = _broken_repo(tmp_path)  # add_sub whose initialize raises, engine on tensorrt_plan
+    cases = {
+        "syntax": ("max_batch_size: 64", "max_batch_size: 64 }", ":5:20: syntax error"),
+        "unknown": ("max_batch_size: 64", "max_batch_size: 64\nmax_batch: 3", ":6:1: max_batch: unknown field"),
+        "reshape": ("dims: [ 16 ]", "dims: [ 16 ]\n    reshape: { shape: [ 3, 5 ] }",
+                    ": input[0].reshape: shape [3, 5] holds 15 elements but dims [16] hold 16"),
+        "bf16": ("data_type: TYPE_FP32\n    dims: [ 4 ]", "data_type: TYPE_BF16\n    dims: [ 4 ]",
+                 ": output[0].data_type: TYPE_BF16 cannot be produced"),
+        "policy": ("version_policy: { all { } }", "version_policy: { specific { versions: [ 3 ] } }",
+                   ": version_policy.specific.versions: version(s) [3] have no folder"),
+        "mismatch": ('name: "x"', 'name: "input"', ": input[0].name: 'input' is not in 1/model.onnx (['x'])"),
+    }
+    configs = {name: _variant(repo, name, old, new) for name, (old, new, _) in cases.items()}
+    (repo / "nofile").mkdir()
+    shutil.copytree(REPO / "linear_onnx", repo / "nofile", dirs_exist_ok=True)
+    (repo / "nofile" / "config.pbtxt").write_text(
+        (REPO / "linear_onnx" / "config.pbtxt").read_text().replace('name: "linear_onnx"', 'name: "nofile"'))
+    (repo / "nofile" / "1" / "model.onnx").unlink()
+    http, grpc, metrics = free_ports(3)
+    res = subprocess.run(
+        [sys.executable, "-m", "nomad_triton.server", "--models", str(repo), "--http-port", str(http),
+         "--grpc-port", str(grpc), "--metrics-port", str(metrics), "--json"],
+        capture_output=True, text=True, timeout=180,
+    )
+    assert res.returncode == 2, res.stderr[-3000:]
+    import json
+
+    errors = [json.loads(line)["message"] for line in res.stderr.splitlines() if line.startswith('{"event": "error"')]
+    by_model = {name: [e for e in errors if f"/{name}/" in e] for name in [*cases, "nofile", "add_sub", "engine"]}
+    for name, (_, _, fragment) in cases.items():
+        [line] = by_model[name]
+        assert line.startswith(f"{configs[name]}") and fragment in line, (name, line)
+    [nofile] = by_model["nofile"]
+    assert nofile == f"{repo / 'nofile' / '1'}: no model file 'model.onnx' for version 1 " \
+        "(set by default_model_filename or the platform)"
+    assert len(by_model["add_sub"]) == 1 and len(by_model["engine"]) == 1
+    assert len(errors) == len(cases) + 3, errors  # nothing else, and the good linear_onnx is not named
+    assert res.stdout == ""  # no ready line: nothing was served
