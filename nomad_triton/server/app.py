@@ -22,7 +22,7 @@ from nomad_triton.server.backends import InferFn, PreparedModel, check_outputs
 from nomad_triton.server.drain import InFlight
 from nomad_triton.server.model_repo import LoadedModel, TensorSpec
 from nomad_triton.server.settings import TRITON_EXIT_TIMEOUT_S, ServerSettings
-from nomad_triton.server.versioned_store import private_name, rewrite
+from nomad_triton.server.versioned_store import SEPARATOR, private_name, rewrite
 
 STARTUP_TIMEOUT_S = 120.0
 
@@ -94,7 +94,7 @@ class RepositoryTriton(Triton):
 
     def _wait_for_models(self) -> None:
         for model in self._model_manager.models:
-            model.model_name = model.model_name.split("__nt_v")[0]
+            model.model_name = model.model_name.split(SEPARATOR)[0]
 
 
 def triton_config(settings: ServerSettings) -> TritonConfig:

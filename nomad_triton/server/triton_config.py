@@ -8,7 +8,6 @@ a repository that would behave differently here than under tritonserver must not
 
 from __future__ import annotations
 
-import logging
 import math
 import re
 from pathlib import Path
@@ -19,7 +18,6 @@ from tritonclient.grpc import model_config_pb2 as pb
 
 from nomad_triton.server.model_repo import LoadedModel, ModelSpec, RepositoryError
 
-LOG = logging.getLogger("nomad_triton.server")
 CONFIG_FILE = "config.pbtxt"
 
 # platform / backend -> (our backend kind, Triton's default model file name)
@@ -293,8 +291,6 @@ def load_triton_model(folder: Path, allow_cpu_fallback: bool = False) -> LoadedM
         })
     except ValidationError as exc:
         raise RepositoryError(_format_validation(where, exc)) from None
-    for line in warnings:
-        LOG.warning("%s", line)
     return LoadedModel(folder=folder, spec=spec, source=where, kind=kind, versions=versions,
                        instance_kind=instance_kind, gpus=gpus, config_json=model_config_json(config),
                        warnings=warnings)

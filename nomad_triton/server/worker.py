@@ -125,6 +125,9 @@ def serve(models_dir: Path, settings: ServerSettings, token: str, as_json: bool,
             report(as_json, line)
         return EXIT_BAD_INPUT
     broken.update(broken_prepare)
+    for model in models:
+        for line in model.warnings:  # fields accepted but not applied (docs/triton-repository.md)
+            report(as_json, line, "warning")
     for lines in broken.values():
         for line in lines:
             report(as_json, line, "error" if settings.exit_on_error else "warning")

@@ -7,6 +7,7 @@ readiness is per version, dynamic batching forms batches, and broken models eith
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -267,8 +268,6 @@ def test_every_bad_input_case_is_one_line_naming_file_and_field(tmp_path: Path) 
         capture_output=True, text=True, timeout=180,
     )
     assert res.returncode == 2, res.stderr[-3000:]
-    import json
-
     errors = [json.loads(line)["message"] for line in res.stderr.splitlines() if line.startswith('{"event": "error"')]
     by_model = {name: [e for e in errors if f"/{name}/" in e] for name in [*cases, "nofile", "add_sub", "engine"]}
     for name, (_, _, fragment) in cases.items():
