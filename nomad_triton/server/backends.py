@@ -94,17 +94,19 @@ _ONNX_DTYPES = {
 _PROVIDER_SAID: list[str] = []
 
 
-def _onnx_providers(gpu: int | None = None) -> list[Any]:
-    """CUDA when this onnxruntime build and machine offer it, CPU always as the fallback (said once)."""
+def _onnx_providers(kind: str = "KIND_AUTO", gpu: int | None = None) -> list[Any]:
+    """CUDA when this onnxruntime build and machine offer it and the model may use a GPU (KIND_GPU
+    pins `gpu`), CPU always as the fallback; which one is said once in the log."""
     import onnxruntime as ort
 
     available = ort.get_available_providers()
-    use_cuda = "CUDAExecutionProvider" in available and gpu is not None
+    use_cuda = "CUDAExecutionProvider" in available and kind != "KIND_CPU"
     if not _PROVIDER_SAID:
         _PROVIDER_SAID.append("said")
-        LOG.info("onnxruntime %s: running ONNX models on %s", ort.__version__,
-                 "CUDAExecutionProvider" if use_cuda else "CPUExecutionProvider")
-    cuda = [("CUDAExecutionProvider", {"device_id": gpu})] if use_cuda else []
+        LOG.info("onnxruntime %s: ONNX models run on %s", ort.__version__,
+                 "CUDAExecutionProvider (KIND_CPU models on CPU)" if "CUDAExecutionProvider" in available
+                 else "CPUExecutionProvider (this onnxruntime build or machine offers no CUDA)")
+    cuda = [("CUDAExecutionProvider", {"device_id": gpu or 0})] if use_cuda else []
     return [*cuda, "CPUExecutionProvider"]
 
 
@@ -114,7 +116,7 @@ def _onnx_session(model: LoadedModel, path: Path, gpu: int | None) -> Any:
     spec, where = model.spec, model.where
     rel = path.relative_to(model.folder) if path.is_relative_to(model.folder) else path
     try:
-        session = ort.InferenceSession(str(path), providers=_onnx_providers(gpu))
+        session = ort.InferenceSession(str(path), providers=_onnx_providers(model.instance_kind, gpu))
     except Exception as exc:  # onnxruntime raises its own exception types for corrupt files
         raise RepositoryError([f"{where}: onnx: cannot load {str(rel)!r}: {exc}"]) from None
     pbtxt = model.kind == "onnx" and where.name != "model.toml"

@@ -177,7 +177,9 @@ class LoadedModel(BaseModel):
     source: Path | None = None
     kind: BackendKind | None = None
     versions: dict[int, Path] = {}
-    instance_kind: Literal["KIND_CPU", "KIND_GPU"] = "KIND_CPU"
+    # KIND_AUTO: CUDA when this machine and onnxruntime build offer it (model.toml, and config.pbtxt
+    # without instance_group, as Triton defaults); KIND_CPU never uses a GPU; KIND_GPU pins `gpus`.
+    instance_kind: Literal["KIND_CPU", "KIND_GPU", "KIND_AUTO"] = "KIND_AUTO"
     gpus: list[int] = []
     config_json: dict[str, object] = {}  # what a Triton python-backend model receives as args["model_config"]
     warnings: list[str] = []

@@ -188,7 +188,7 @@ def _instances(config: pb.ModelConfig, where: Path, allow_cpu_fallback: bool,
     """Instance count, kind and pinned GPUs; KIND_GPU without a GPU is refused unless falling back."""
     from nomad_triton.probe.gpu import read_gpus
 
-    count, kind, gpus = 0, "KIND_CPU", []
+    count, kind, gpus = 0, "KIND_AUTO" if not config.instance_group else "KIND_CPU", []
     for i, group in enumerate(config.instance_group):
         kind_name = pb.ModelInstanceGroup.Kind.Name(group.kind)
         if kind_name == "KIND_MODEL":

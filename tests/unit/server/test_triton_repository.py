@@ -253,3 +253,24 @@ def test_kind_gpu_pins_existing_devices_and_refuses_missing_ones(tmp_path: Path,
     with pytest.raises(RepositoryError) as err:
         load_model(folder)
     assert err.value.lines == [f"{path}: instance_group[0].gpus: device(s) [5] do not exist (this machine has GPU(s) [0, 1])"]
+
+
+def test_onnx_providers_follow_the_instance_kind(monkeypatch: pytest.MonkeyPatch) -> None:
+    import onnxruntime as ort
+
+    from nomad_triton.server.backends import _onnx_providers
+
+    assert _onnx_providers("KIND_GPU", 1) == ["CPUExecutionProvider"]  # this build/machine: no CUDA
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert _onnx_providers("KIND_GPU", 1) == [("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"]
+    assert _onnx_providers("KIND_AUTO") == [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]
+    assert _onnx_providers("KIND_CPU") == ["CPUExecutionProvider"]
+
+
+def test_instance_kind_defaults_like_triton(tmp_path: Path) -> None:
+    folder = _copy(tmp_path)
+    assert load_model(folder).instance_kind == "KIND_CPU"  # the example pins KIND_CPU
+    path = folder / "config.pbtxt"
+    text = path.read_text()
+    path.write_text(text[: text.index("instance_group")])
+    assert load_model(folder).instance_kind == "KIND_AUTO"  # no instance_group: a GPU when there is one
