@@ -43,3 +43,13 @@ def test_broken_or_missing_models_are_bad_input(tmp_path: Path, capsys: pytest.C
     assert usage.run(app, ["validate", "--local", str(spec), "--json"]) == 2
     body = json.loads(capsys.readouterr().err)
     assert body["problems"][1] == f"{spec}: model_repository.models.1: no model folder {tmp_path / 'repo' / 'ghost'}"
+
+
+def test_triton_repo_job_example_validates_with_its_models() -> None:
+    from nomad_triton.render import validate_local
+    from nomad_triton.spec import load_spec
+    from nomad_triton.spec.local_models import check_local_models
+
+    spec = load_spec(ROOT / "jobs" / "triton-repo-example.toml")
+    assert spec.repository_path == str(REPO.resolve())
+    assert validate_local(spec) == [] and check_local_models(spec) == []
