@@ -42,10 +42,36 @@ def _want(version: int, x: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    log = tmp_path_factory.mktemp("triton-repo") / "serve.log"
-    with ServerProcess(REPO, log, env={"NOMAD_TRITON_ACCESS_TOKEN": TOKEN}) as srv:
+    """examples/triton-repo plus `gpu_linear` (linear_onnx v1 pinned to KIND_GPU gpus [0]), served with
+    --allow-cpu-fallback: this machine has no GPU, so that model runs on CPU with a warning."""
+    tmp = tmp_path_factory.mktemp("triton-repo")
+    repo = tmp / "repo"
+    shutil.copytree(REPO, repo, ignore=shutil.ignore_patterns("__pycache__"))
+    gpu = repo / "gpu_linear"
+    (gpu / "1").mkdir(parents=True)
+    shutil.copy(REPO / "linear_onnx" / "1" / "model.onnx", gpu / "1" / "model.onnx")
+    (gpu / "config.pbtxt").write_text(
+        (REPO / "linear_onnx" / "config.pbtxt").read_text().replace('name: "linear_onnx"', 'name: "gpu_linear"')
+        .replace("kind: KIND_CPU", "kind: KIND_GPU\n    gpus: [ 0 ]"))
+    with ServerProcess(repo, tmp / "serve.log", extra_args=("--allow-cpu-fallback",),
+                       env={"NOMAD_TRITON_ACCESS_TOKEN": TOKEN}) as srv:
         srv.wait_ready(timeout_s=150)
         yield srv
+
+
+def test_kind_gpu_model_falls_back_to_cpu_when_allowed(server: ServerProcess) -> None:
+    x = np.ones((2, 16), np.float32)
+    client = thttp.InferenceServerClient(server.http_url)
+    try:
+        inp = thttp.InferInput("x", [2, 16], "FP32")
+        inp.set_data_from_numpy(x)
+        got = client.infer("gpu_linear", [inp]).as_numpy("y")
+    finally:
+        client.close()
+    np.testing.assert_allclose(got, _want(1, x), rtol=1e-5)
+    warnings = [line for line in server.log().splitlines() if line.startswith("warning: ")]
+    assert any("gpu_linear/config.pbtxt: instance_group[0].kind: KIND_GPU without a GPU; running on CPU "
+               "(--allow-cpu-fallback)" in w for w in warnings), warnings
 
 
 def _http_linear(url: str, x: np.ndarray, version: str) -> np.ndarray:
