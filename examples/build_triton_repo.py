@@ -50,13 +50,13 @@ def write_frameworks(out: Path, seed: int = 4) -> list[Path]:
     examples/triton-repo (serve refuses them without the extras); write them elsewhere with
     `--frameworks --out DIR`.
     """
-    import numpy as np
+    import tensorflow as tf
+    import torch
 
     from examples.build_onnx_model import weights
 
     w, b = weights(seed)
     written = []
-    import torch
 
     class Linear(torch.nn.Module):
         def __init__(self) -> None:
@@ -73,8 +73,6 @@ def write_frameworks(out: Path, seed: int = 4) -> list[Path]:
     (out / "torch_linear" / "config.pbtxt").write_text(_CONFIG.format(name="torch_linear", platform="pytorch_libtorch"))
     written.append(path)
 
-    import tensorflow as tf
-
     class TfLinear(tf.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -89,7 +87,6 @@ def write_frameworks(out: Path, seed: int = 4) -> list[Path]:
     tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
     (out / "tf_linear" / "config.pbtxt").write_text(_CONFIG.format(name="tf_linear", platform="tensorflow_savedmodel"))
     written.append(path)
-    del np
     return written
 
 
