@@ -274,3 +274,31 @@ def test_instance_kind_defaults_like_triton(tmp_path: Path) -> None:
     text = path.read_text()
     path.write_text(text[: text.index("instance_group")])
     assert load_model(folder).instance_kind == "KIND_AUTO"  # no instance_group: a GPU when there is one
+
+
+def test_python_model_error_responses_and_wrong_counts_fail_the_batch(tmp_path: Path) -> None:
+    folder = _copy(tmp_path, "add_sub")
+    (folder / "1" / "model.py").write_text(
+        "import triton_python_backend_utils as pb_utils\n"
+        "class TritonPythonModel:\n"
+        "    def execute(self, requests):\n"
+        "        first = pb_utils.get_input_tensor_by_name(requests[0], 'INPUT0').as_numpy()\n"
+        "        if first[0] < 0:\n"
+        "            return [pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError('negative'))]\n"
+        "        return []\n"
+    )
+    [infer] = prepare(load_model(folder)).instances
+    neg = Request(data={"INPUT0": -np.ones(4, np.float32), "INPUT1": np.ones(4, np.float32)})
+    with pytest.raises(RuntimeError, match="model add_sub v1: negative"):
+        infer([neg])
+    pos = Request(data={"INPUT0": np.ones(4, np.float32), "INPUT1": np.ones(4, np.float32)})
+    with pytest.raises(RuntimeError, match=r"execute\(\) returned 0 responses for 1 requests"):
+        infer([pos])
+
+
+def test_model_config_json_is_what_triton_passes(tmp_path: Path) -> None:
+    model = load_model(_copy(tmp_path, "add_sub"))
+    cfg = model.config_json
+    assert cfg["name"] == "add_sub" and cfg["backend"] == "python" and cfg["max_batch_size"] == 0
+    assert [(t["name"], t["data_type"], t["dims"]) for t in cfg["input"]] == [
+        ("INPUT0", "TYPE_FP32", [4]), ("INPUT1", "TYPE_FP32", [4])]
