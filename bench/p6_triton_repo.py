@@ -44,12 +44,12 @@ input [{{ name: "x" data_type: TYPE_FP32 dims: [ 16 ] }}]
 output [{{ name: "y" data_type: TYPE_FP32 dims: [ 4 ] }}]
 {batching}
 """
-BATCHING = "dynamic_batching { preferred_batch_size: [ 16, 32 ] max_queue_delay_microseconds: 2000 }"
+BATCHING = "dynamic_batching { preferred_batch_size: [ 16 ] max_queue_delay_microseconds: 5000 }"
 TOML = """onnx = "model.onnx"
 max_batch_size = 64
 [dynamic_batching]
-preferred_batch_sizes = [16, 32]
-max_queue_delay_us = 2000
+preferred_batch_sizes = [16]
+max_queue_delay_us = 5000
 [[inputs]]
 name = "x"
 dtype = "float32"
@@ -98,7 +98,8 @@ def main() -> int:
     ratio = rps["pbtxt_batched"] / max(rps["pbtxt_unbatched"], 1e-9)
     overhead = (rps["toml_batched"] - rps["pbtxt_batched"]) / max(rps["toml_batched"], 1e-9) * 100
     print(f"  ratio config.pbtxt ONNX: dynamic batching / max_batch_size 1 = {ratio:.2f}x  (target >= 4x)")
-    print(f"  config.pbtxt mapping vs model.toml, same model: {overhead:+.1f} % req/s  (target <= 5 %)")
+    print(f"  config.pbtxt mapping cost vs model.toml, same model: {overhead:+.1f} % req/s"
+          "  (negative: config.pbtxt was faster; target <= 5 %)")
     print(f"  cold start examples/triton-repo to all models ready: {min(cold):.2f} s best, {max(cold):.2f} s worst"
           f" of {len(cold)}  (target <= 5 s on CPU)")
     failed = any(e for rr in runs.values() for _, _, e in rr) or any(o == 0 for rr in runs.values() for _, o, _ in rr)
