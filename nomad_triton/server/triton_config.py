@@ -129,7 +129,9 @@ def _kind(config: pb.ModelConfig, where: Path) -> tuple[str, str]:
     platform, backend = config.platform, config.backend
     if not platform and not backend:
         raise RepositoryError([f"{where}: platform: neither 'platform' nor 'backend' is set (supported: {SUPPORTED})"])
-    if backend and backend in BACKENDS and (not platform or PLATFORMS.get(platform, (None,))[0] == BACKENDS[backend][0]):
+    if backend in BACKENDS and platform in PLATFORMS and BACKENDS[backend][0] != PLATFORMS[platform][0]:
+        raise RepositoryError([f"{where}: backend: {backend!r} contradicts platform {platform!r}; set one of them"])
+    if backend in BACKENDS and (not platform or platform in PLATFORMS):
         return BACKENDS[backend]
     if platform in PLATFORMS and not backend:
         return PLATFORMS[platform]

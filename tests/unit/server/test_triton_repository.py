@@ -136,6 +136,8 @@ def test_unknown_field(tmp_path: Path) -> None:
         ('platform: "onnxruntime_onnx"', 'platform: "tensorrt_plan"',
          "platform: model 'linear_onnx' uses 'tensorrt_plan', which this server cannot run"),
         ('name: "linear_onnx"', 'name: "other"', "name: 'other' does not match its folder name 'linear_onnx'"),
+        ('platform: "onnxruntime_onnx"', 'platform: "onnxruntime_onnx"\nbackend: "python"',
+         "backend: 'python' contradicts platform 'onnxruntime_onnx'; set one of them"),
         ("kind: KIND_CPU", "kind: KIND_GPU\n    gpus: [ 0 ]", "instance_group[0].kind: KIND_GPU but this machine has no"),
         ('name: "x"', 'name: "input"', "input[0].name: 'input' is not in 1/model.onnx (['x'])"),
         ("data_type: TYPE_FP32\n    dims: [ 16 ]", "data_type: TYPE_FP64\n    dims: [ 16 ]",
