@@ -5,7 +5,11 @@ PYTHON_BASE ?= $(shell if [ -x /usr/bin/python3.11 ]; then echo /usr/bin/python3
 VENV := .venv
 PY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
-STAMP := $(VENV)/.installed
+# Optional extras on top of dev, e.g. `make test EXTRAS="torch tensorflow"` (what .ci/run does): the
+# framework backends are ~7 GB of wheels, so everyday venvs leave them out (docs/triton-repository.md).
+EXTRAS ?=
+EXTRA_FLAGS := $(foreach e,$(EXTRAS),--extra $(e))
+STAMP := $(VENV)/.installed$(if $(strip $(EXTRAS)),-$(subst $(eval) ,-,$(strip $(EXTRAS))))
 # uv works on this venv (not one of its own) and never downloads a Python: the interpreter is chosen above.
 export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 export UV_PYTHON_DOWNLOADS := never
@@ -28,8 +32,9 @@ $(STAMP): uv.lock pyproject.toml
 	test -x $(PY) || $(PYTHON_BASE) -m venv $(VENV)
 	test -x $(UV) || { $(PYTHON_BASE) tools/uv_requirement.py > $(VENV)/uv-requirement.txt \
 	  && $(PY) -m pip install -q --disable-pip-version-check --no-deps --require-hashes -r $(VENV)/uv-requirement.txt; }
-	$(UV) sync --frozen --extra dev --python $(PY) --no-install-project -q
-	$(UV) sync --frozen --extra dev --python $(PY) --no-build-isolation -q
+	$(UV) sync --frozen --extra dev $(EXTRA_FLAGS) --python $(PY) --no-install-project -q
+	$(UV) sync --frozen --extra dev $(EXTRA_FLAGS) --python $(PY) --no-build-isolation -q
+	rm -f $(VENV)/.installed*
 	touch $(STAMP)
 
 # `make lock`: re-resolve after a pyproject.toml change, keeping every other pin; `make lock-upgrade`

@@ -16,15 +16,15 @@ from onnx import TensorProto, helper, numpy_helper
 DEFAULT_OUT = Path(__file__).parent / "models" / "relu_onnx" / "model.onnx"
 
 
-def weights() -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(4)
+def weights(seed: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
     w = (rng.standard_normal((16, 4)) / 4.0).astype(np.float32)
     b = np.array([0.05, -0.05, 0.1, 0.0], dtype=np.float32)
     return w, b
 
 
-def build() -> onnx.ModelProto:
-    w, b = weights()
+def build(seed: int = 4) -> onnx.ModelProto:
+    w, b = weights(seed)
     graph = helper.make_graph(
         nodes=[
             helper.make_node("MatMul", ["x", "W"], ["xw"]),

@@ -94,3 +94,13 @@ def load_spec_or_exit(
             field="pools",
         )
     return loaded
+
+
+def bad_models(spec_path: Path, spec: Any, as_json: bool) -> None:
+    """Exit 2 naming every model of a local repository that `serve` would refuse (validate only)."""
+    from nomad_triton.spec.local_models import check_local_models
+
+    problems = check_local_models(spec)
+    if problems:
+        fail(f"{spec_path}: {problems[0]}" + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""),
+             EXIT_BAD_INPUT, as_json, problems=[f"{spec_path}: {p}" for p in problems])

@@ -51,12 +51,17 @@ def _fmt(v: float | None, scale: float = 1.0, digits: int = 1) -> str:
     return "-" if v is None else f"{v * scale:.{digits}f}"
 
 
+def _versions(versions: tuple[str, ...]) -> str:
+    """'' for the usual single version 1, else the loaded versions: 'm[1 2]' (a '!' after means not ready)."""
+    return "" if versions in ((), ("1",)) else f"[{' '.join(versions)}]"
+
+
 def _row(o: Observation) -> list[str]:
     compute = o.total("compute_infer_us_per_s")
     sat = o.total("queue_us_per_s") / max(compute, 1.0) if o.has_rates() else None
     success = o.total("success_per_s") if o.has_rates() else None
     lat = o.total("request_us_per_s") / success / 1000.0 if success else None
-    models = ",".join(f"{m}{'' if r.ready else '!'}" for m, r in sorted(o.models.items())) or "-"
+    models = ",".join(f"{m}{_versions(r.versions)}{'' if r.ready else '!'}" for m, r in sorted(o.models.items())) or "-"
     return [
         o.alloc_id[:8], o.address, o.state.value, _fmt(None) if o.live is None else str(o.live).lower(),
         _fmt(None) if o.ready is None else str(o.ready).lower(), models, _fmt(success),

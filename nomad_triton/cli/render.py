@@ -13,6 +13,7 @@ from nomad_triton.cli.common import (
     SET_OPT,
     SPEC_ARG,
     VALUES_OPT,
+    bad_models,
     emit_json,
     fail,
     load_spec_or_exit,
@@ -52,6 +53,7 @@ def validate(
 ) -> None:
     """Validate SPEC locally: schema, render, and parse-back of the HCL (no Nomad contacted)."""
     loaded = load_spec_or_exit(spec, sets, values, as_json, allow_pools=True, check_repository=True)
+    bad_models(spec, loaded, as_json)
     problems = [p for job in loaded.job_specs() for p in validate_local(job)]
     if as_json:
         emit_json(

@@ -60,6 +60,24 @@ def model_readiness(addr: str, models: list[str], timeout_s: float = 1.0) -> dic
     return out
 
 
+def _versions(versions: list[str]) -> str:
+    """Shown only when a model serves more than the usual single version 1: ' v[1 2]'."""
+    return "" if versions in ([], ["1"]) else f" v[{' '.join(versions)}]"
+
+
+def model_versions(addr: str, models: list[str], timeout_s: float = 1.0) -> dict[str, list[str]]:
+    """The ready versions of each model, from Triton's model metadata (`versions`); [] when unknown."""
+    out: dict[str, list[str]] = {}
+    with httpx.Client(timeout=timeout_s) as http:
+        for model in models:
+            try:
+                resp = http.get(f"http://{addr}/v2/models/{model}")
+                out[model] = [str(v) for v in resp.json().get("versions", [])] if resp.status_code == 200 else []
+            except (httpx.HTTPError, ValueError, AttributeError):
+                out[model] = []
+    return out
+
+
 def collect(
     client: NomadClient, job_id: str, models: list[str] | None, all_allocs: bool, probe_timeout_s: float = 2.0
 ) -> dict[str, Any]:
@@ -74,11 +92,9 @@ def collect(
 
     def row(alloc: dict[str, Any]) -> dict[str, Any]:
         addr = alloc_http_address(alloc)
-        ready = (
-            model_readiness(addr, models, probe_timeout_s)
-            if addr and alloc.get("ClientStatus") == "running"
-            else {}
-        )
+        running = addr and alloc.get("ClientStatus") == "running"
+        ready = model_readiness(addr, models, probe_timeout_s) if running else {}
+        versions = model_versions(addr, models, probe_timeout_s) if running else {}
         health = (alloc.get("DeploymentStatus") or {}).get("Healthy")
         return {
             "id": alloc.get("ID"),
@@ -91,6 +107,7 @@ def collect(
             "canary": bool((alloc.get("DeploymentStatus") or {}).get("Canary")),
             "http": addr,
             "models_ready": ready,
+            "models_versions": versions,
             "gpus": alloc_gpus(alloc),
         }
 
@@ -141,7 +158,8 @@ def print_status(data: dict[str, Any]) -> None:
     for col in ("id", "group", "ver", "node", "status", "healthy", "http", "models ready", "gpus"):
         table.add_column(col)
     for a in data["allocations"]:
-        ready = ", ".join(f"{m}:{_yn(r)}" for m, r in a["models_ready"].items()) or "-"
+        ready = ", ".join(f"{m}:{_yn(r)}{_versions(a.get('models_versions', {}).get(m, []))}"
+                          for m, r in a["models_ready"].items()) or "-"
         table.add_row(
             a["id"][:8],
             a["group"],

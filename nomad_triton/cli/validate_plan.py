@@ -25,6 +25,7 @@ from nomad_triton.cli.common import (
     SET_OPT,
     SPEC_ARG,
     VALUES_OPT,
+    bad_models,
     emit_json,
     fail,
     load_spec_or_exit,
@@ -78,6 +79,7 @@ def validate(
         return
     assert conn is not None
     loaded = load_spec_or_exit(spec, sets, values, as_json, check_repository=True)
+    bad_models(spec, loaded, as_json)
     problems = validate_local(loaded)
     if problems:
         fail(f"{spec}: rendered job is invalid: {problems[0]}", EXIT_FAILED, as_json, problems=problems)

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nomad_triton.devcluster import artifacts
 from nomad_triton.devcluster import checks as chk
 from nomad_triton.devcluster import driver_raw_exec as drv
 
@@ -148,12 +149,9 @@ class TaskRunner:
         ar = self.ar
         alloc = ar.alloc()
         task = self.task
-        if task.get("Artifacts"):
-            self._fail(task_event("Failed Artifact Download",
-                                  "devcluster does not support artifact blocks",
-                                  FailsTask=True, DriverError="artifact unsupported"))
-            return
         env = drv.build_env(alloc=alloc, task=task, node=ar.node, alloc_dir=ar.dir, region=ar.rt.region)
+        if task.get("Artifacts") and not await self._artifacts(env):
+            return
         try:
             for tmpl in task.get("Templates") or []:
                 if tmpl.get("SourcePath"):
@@ -221,6 +219,31 @@ class TaskRunner:
                         Restarts=restarts, LastRestart=rfc3339())
             await drv.wait_event(self.killed, delay)
         self._patch("dead", task_event("Killed", "Task successfully killed"), FinishedAt=rfc3339())
+
+    async def _artifacts(self, env: dict[str, str]) -> bool:
+        """Fetch the task's artifacts before it starts (artifacts.py); a failed download is retried
+        under the restart policy like any other prestart failure, then fails the task."""
+        tracker = RestartTracker(self.task.get("RestartPolicy") or self.ar.tg.get("RestartPolicy") or {})
+        restarts = 0
+        while not self.killed.is_set():
+            self._patch(None, task_event("Downloading Artifacts", "Client is downloading artifacts"))
+            try:
+                await asyncio.to_thread(artifacts.fetch_all, self.task["Artifacts"], self.ar.dir / self.name,
+                                        self.ar.dir, lambda text: drv.interpolate(text, env, self.ar.node))
+                return True
+            except (artifacts.ArtifactError, OSError) as exc:
+                self._patch(None, task_event("Failed Artifact Download", f"Failed to download artifacts: {exc}",
+                                             DownloadError=str(exc)))
+            verdict, delay, why = tracker.next(time.time())
+            if verdict == "fail":
+                self._fail(task_event("Not Restarting", why, FailsTask=True, RestartReason=why))
+                return False
+            restarts += 1
+            self._patch("pending", task_event("Restarting", f"Task restarting in {go_duration(delay)}",
+                                              RestartReason=why, StartDelay=int(delay * NS)),
+                        Restarts=restarts, LastRestart=rfc3339())
+            await drv.wait_event(self.killed, delay)
+        return False
 
     async def _kill(self, waiter: asyncio.Future[int]) -> None:
         timeout = float(self.task.get("KillTimeout") or 5 * NS) / NS

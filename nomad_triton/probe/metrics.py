@@ -36,6 +36,7 @@ class MetricsSample:
     counters: dict[str, dict[str, float]] = field(default_factory=dict)
     pending: dict[str, float] = field(default_factory=dict)
     p95_us: dict[str, float] = field(default_factory=dict)
+    versions: dict[str, set[str]] = field(default_factory=dict)  # loaded versions per model
     gpu_utilization: float | None = None
     gpu_memory_used_bytes: float | None = None
     gpu_memory_total_bytes: float | None = None
@@ -84,6 +85,8 @@ def parse_metrics(text: str) -> MetricsSample:
                 per = out.counters.setdefault(model, {})
                 key = COUNTERS[name]
                 per[key] = per.get(key, 0.0) + float(s.value)
+                if "version" in s.labels:
+                    out.versions.setdefault(model, set()).add(s.labels["version"])
             elif name == GAUGE_PENDING and model is not None:
                 out.pending[model] = out.pending.get(model, 0.0) + float(s.value)
             elif (name == SUMMARY_REQUEST and model is not None and s.labels.get("quantile") == "0.95"
@@ -133,8 +136,9 @@ class RateTracker:
             cur = sample.counters.get(model, {})
             pending = sample.pending.get(model)
             p95 = sample.p95_us.get(model)
+            versions = tuple(sorted(sample.versions.get(model, ()), key=lambda v: (len(v), v)))
             if prev is None or ts <= prev[0] or model not in prev[1].counters:
-                result[model] = ModelRates(pending=pending, p95_latency_us=p95)
+                result[model] = ModelRates(pending=pending, p95_latency_us=p95, versions=versions)
                 continue
             dt = ts - prev[0]
             old = prev[1].counters[model]
@@ -159,6 +163,7 @@ class RateTracker:
                 avg_latency_us=avg,
                 p95_latency_us=p95,
                 reset=reset,
+                versions=versions,
             )
         return result
 

@@ -45,6 +45,8 @@ class ModelRates:
     # so it is there from the first sample. None without summaries or without recent requests.
     p95_latency_us: float | None = None
     reset: bool = False
+    # Versions on the metrics page: Triton lists a model version there only while it is loaded.
+    versions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -101,7 +103,8 @@ class Observation:
     def from_dict(cls, d: dict[str, Any]) -> Observation:
         d = dict(d)
         d["state"] = ProbeState(d["state"])
-        d["models"] = {k: ModelRates(**v) for k, v in (d.get("models") or {}).items()}
+        d["models"] = {k: ModelRates(**{**v, "versions": tuple(v.get("versions") or ())})
+                       for k, v in (d.get("models") or {}).items()}
         return cls(**d)
 
     def to_json(self) -> str:

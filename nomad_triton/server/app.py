@@ -1,12 +1,15 @@
 """Bind prepared models into a PyTriton `Triton` configured for throughput and strict readiness.
 
 PyTriton runs tritonserver as a child process and executes our callables in this process; this
-module only translates model.toml settings into PyTriton's ModelConfig/TritonConfig.
+module only translates the model description (from model.toml or config.pbtxt) into PyTriton's
+ModelConfig/TritonConfig, and binds every served version (versioned_store.py says how).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -19,12 +22,15 @@ from nomad_triton.server.backends import InferFn, PreparedModel, check_outputs
 from nomad_triton.server.drain import InFlight
 from nomad_triton.server.model_repo import LoadedModel, TensorSpec
 from nomad_triton.server.settings import TRITON_EXIT_TIMEOUT_S, ServerSettings
+from nomad_triton.server.versioned_store import SEPARATOR, private_name, rewrite
+
+STARTUP_TIMEOUT_S = 120.0
 
 LOG = logging.getLogger("nomad_triton.server")
 
 
 def _tensors(specs: list[TensorSpec]) -> list[Tensor]:
-    return [Tensor(name=t.name, dtype=t.numpy_dtype, shape=tuple(t.shape)) for t in specs]
+    return [Tensor(name=t.name, dtype=t.numpy_dtype, shape=tuple(t.shape), optional=t.optional) for t in specs]
 
 
 def model_config(model: LoadedModel) -> ModelConfig:
@@ -51,6 +57,46 @@ def _bindable(model: LoadedModel, fn: InferFn, inflight: InFlight) -> Callable[.
     return infer
 
 
+def _bindable_requests(fn: Callable[..., Any], inflight: InFlight) -> Callable[..., Any]:
+    """A Triton python-backend model takes PyTriton's list of requests as is (its execute() does the loop)."""
+
+    def infer(requests: list[Any]) -> list[dict[str, np.ndarray]]:
+        with inflight:
+            return fn(requests)
+
+    return infer
+
+
+class RepositoryTriton(Triton):
+    """PyTriton's Triton, waiting for the versions we serve rather than for PyTriton's private names.
+
+    PyTriton waits for server readiness (never true while a broken model is listed, by strict
+    readiness) and then for each bound (private) name; we wait for liveness and each served
+    (name, version) instead, with the same deadline, and give the bound models their public names
+    back once connected so PyTriton's own cleanup unloads the right models.
+    """
+
+    served: dict[str, list[int]] = {}
+
+    def _wait_for_server(self) -> None:
+        from pytriton.client.utils import create_client_from_url
+
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        with contextlib.closing(create_client_from_url(self._url)) as client:
+            while time.monotonic() < deadline:
+                with contextlib.suppress(Exception):
+                    if client.is_server_live() and all(
+                        client.is_model_ready(name, str(v)) for name, vs in self.served.items() for v in vs
+                    ):
+                        return
+                time.sleep(0.2)
+        raise TimeoutError(f"models not ready after {STARTUP_TIMEOUT_S:.0f} s")
+
+    def _wait_for_models(self) -> None:
+        for model in self._model_manager.models:
+            model.model_name = model.model_name.split(SEPARATOR)[0]
+
+
 def triton_config(settings: ServerSettings) -> TritonConfig:
     return TritonConfig(
         http_address=settings.host,
@@ -69,15 +115,18 @@ def triton_config(settings: ServerSettings) -> TritonConfig:
         strict_readiness=True,
         # Runs after drain.py has already waited for in-flight work; see settings.TRITON_EXIT_TIMEOUT_S.
         exit_timeout_secs=TRITON_EXIT_TIMEOUT_S,
+        # Broken models are only ever listed (as UNAVAILABLE) under --no-exit-on-error.
+        exit_on_error=settings.exit_on_error,
         log_verbose=settings.log_verbose,
     )
 
 
 def build_triton(
-    prepared: list[PreparedModel], settings: ServerSettings, access_token: str, inflight: InFlight
+    prepared: list[PreparedModel], settings: ServerSettings, access_token: str, inflight: InFlight,
+    broken: dict[str, list[str]] | None = None,
 ) -> Triton:
-    """Create (not start) the Triton with every model bound."""
-    triton = Triton(
+    """Create (not start) the Triton with every served version bound and every broken model listed."""
+    triton = RepositoryTriton(
         config=triton_config(settings),
         security_config=TritonSecurityConfig(access_token=access_token),
         # Local model store: configs are written at bind() and tritonserver loads them at startup, so
@@ -85,17 +134,24 @@ def build_triton(
         # server that reports ready before PyTriton loads models over the API: a false "ready".)
         triton_lifecycle_policy=TritonLifecyclePolicy(launch_triton_on_startup=True, local_model_store=True),
     )
+    served: dict[str, list[int]] = {}
     for item in prepared:
         spec = item.model.spec
-        triton.bind(
-            model_name=spec.name,
-            model_version=spec.version,
-            infer_func=[_bindable(item.model, fn, inflight) for fn in item.instances],
-            inputs=_tensors(spec.inputs),
-            outputs=_tensors(spec.outputs),
-            config=model_config(item.model),
-            strict=True,
-        )
-        LOG.info("bound model %s v%d (%s, %d instance(s))", spec.name, spec.version, spec.backend,
-                 spec.instance_count)
+        for version, fns in sorted(item.versions.items()):
+            triton.bind(
+                model_name=private_name(spec.name, version),
+                model_version=version,
+                infer_func=[_bindable(item.model, fn, inflight) if item.batched else _bindable_requests(fn, inflight)
+                            for fn in fns],
+                inputs=_tensors(spec.inputs),
+                outputs=_tensors(spec.outputs),
+                config=model_config(item.model),
+                strict=True,
+            )
+            served.setdefault(spec.name, []).append(version)
+        LOG.info("bound model %s versions %s (%s, %d instance(s) each, %s)", spec.name, sorted(item.versions),
+                 item.model.kind, spec.instance_count, item.model.instance_kind)
+    triton.served = served
+    rewrite(triton._workspace.model_store_path, served,
+            {name: " | ".join(lines) for name, lines in (broken or {}).items()})
     return triton

@@ -23,7 +23,7 @@ from dataclasses import asdict
 from pathlib import Path
 from types import FrameType
 
-from nomad_triton.server.model_repo import RepositoryError, load_repository
+from nomad_triton.server.model_repo import RepositoryError, load_repository_partial
 from nomad_triton.server.settings import TRITON_EXIT_TIMEOUT_S, ServerSettings
 from nomad_triton.server.worker import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_START_FAILED, TOKEN_ENV, report
 
@@ -85,8 +85,8 @@ def run(models_dir: Path, settings: ServerSettings, as_json: bool = False) -> in
     0.7's multi-instance models handshake with a 1 s timeout that a busy host can miss.
     """
     started = time.monotonic()
-    try:
-        load_repository(models_dir)  # fast schema check here; imports and ONNX checks in the worker
+    try:  # a missing or empty repository fails here; the worker reports every broken model together
+        load_repository_partial(models_dir)
     except RepositoryError as exc:
         for line in exc.lines:
             report(as_json, line)

@@ -1,4 +1,7 @@
-"""Model repository: one folder per model, each described by a `model.toml`.
+"""Model repository: one folder per model, described by our `model.toml` or Triton's `config.pbtxt`.
+
+Both files map to the same description (ModelSpec + LoadedModel): triton_config.py translates a
+config.pbtxt, this module reads model.toml and walks the repository.
 
 The whole repository is validated before Triton starts, because a server that comes up serving half
 of its models passes health checks while silently failing the traffic for the missing half. Every
@@ -14,7 +17,15 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SkipValidation,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 MODEL_FILE = "model.toml"
 
@@ -56,6 +67,8 @@ class TensorSpec(BaseModel):
     name: Annotated[str, Field(min_length=1)]
     dtype: str
     shape: Annotated[list[int], Field(min_length=1)]
+    optional: bool = False
+    reshape: list[int] | None = None  # what the backend sees; `shape` is what clients send (config.pbtxt)
 
     @field_validator("dtype")
     @classmethod
@@ -127,6 +140,11 @@ class ModelSpec(BaseModel):
     def _consistent(self) -> ModelSpec:
         if (self.entrypoint is None) == (self.onnx is None):
             raise ValueError("set exactly one of 'entrypoint' or 'onnx'")
+        self.check_batching_and_names()
+        return self
+
+    def check_batching_and_names(self) -> None:
+        """Rules shared by model.toml and config.pbtxt (Triton's own: no batcher without a batch size)."""
         if self.dynamic_batching is not None:
             if self.max_batch_size == 0:
                 raise ValueError("dynamic_batching needs max_batch_size > 0")
@@ -138,18 +156,49 @@ class ModelSpec(BaseModel):
             dupes = sorted({n for n in names if names.count(n) > 1})
             if dupes:
                 raise ValueError(f"duplicate tensor names {dupes}")
-        return self
 
     @property
     def backend(self) -> Literal["python", "onnx"]:
         return "python" if self.entrypoint else "onnx"
 
 
+BackendKind = Literal["python", "onnx", "triton_python", "torch", "tensorflow"]
+
+
 class LoadedModel(BaseModel):
-    """A validated model and the folder it came from (entry points and .onnx files resolve there)."""
+    """A validated model and the folder it came from (entry points and .onnx files resolve there).
+
+    `versions` maps every version to serve onto its model file or folder; `source` is the file the
+    description came from (model.toml or config.pbtxt), named in every message about this model.
+    """
 
     folder: Path
-    spec: ModelSpec
+    spec: SkipValidation[ModelSpec]  # validated where it is read (model.toml or config.pbtxt rules)
+    source: Path | None = None
+    kind: BackendKind | None = None
+    versions: dict[int, Path] = {}
+    # KIND_AUTO: CUDA when this machine and onnxruntime build offer it (model.toml, and config.pbtxt
+    # without instance_group, as Triton defaults); KIND_CPU never uses a GPU; KIND_GPU pins `gpus`.
+    instance_kind: Literal["KIND_CPU", "KIND_GPU", "KIND_AUTO"] = "KIND_AUTO"
+    gpus: list[int] = []
+    config_json: dict[str, object] = {}  # what a Triton python-backend model receives as args["model_config"]
+    warnings: list[str] = []
+
+    @model_validator(mode="after")
+    def _defaults(self) -> LoadedModel:
+        if self.source is None:
+            self.source = self.folder / MODEL_FILE
+        if self.kind is None:
+            self.kind = self.spec.backend
+        if not self.versions:
+            target = self.folder / self.spec.onnx if self.spec.onnx else self.folder
+            self.versions = {self.spec.version: target}
+        return self
+
+    @property
+    def where(self) -> Path:
+        assert self.source is not None
+        return self.source
 
 
 def _format_loc(loc: tuple[int | str, ...]) -> str:
@@ -168,11 +217,18 @@ def _format_error(path: Path, err: ValidationError) -> list[str]:
     return lines
 
 
-def load_model(folder: Path) -> LoadedModel:
+def load_model(folder: Path, allow_cpu_fallback: bool = False) -> LoadedModel:
     """Read and validate one model folder; raise RepositoryError naming the file and field."""
+    from nomad_triton.server.triton_config import CONFIG_FILE, load_triton_model
+
     path = folder / MODEL_FILE
+    has_pbtxt = (folder / CONFIG_FILE).is_file()
+    if has_pbtxt and path.is_file():
+        raise RepositoryError([f"{folder}: holds both {MODEL_FILE} and {CONFIG_FILE}; keep one of them"])
+    if has_pbtxt:
+        return load_triton_model(folder, allow_cpu_fallback=allow_cpu_fallback)
     if not path.is_file():
-        raise RepositoryError([f"{folder}: missing {MODEL_FILE}"])
+        raise RepositoryError([f"{folder}: missing {MODEL_FILE} or {CONFIG_FILE}"])
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
@@ -187,25 +243,38 @@ def load_model(folder: Path) -> LoadedModel:
     return LoadedModel(folder=folder, spec=spec)
 
 
-def load_repository(root: Path) -> list[LoadedModel]:
-    """Validate every model folder under `root`; collect all problems before raising any."""
+def load_repository_partial(
+    root: Path, allow_cpu_fallback: bool = False
+) -> tuple[list[LoadedModel], dict[str, list[str]]]:
+    """Every good model, plus the problems of each broken one keyed by its model (folder) name.
+
+    The partial form serves `--no-exit-on-error`: broken models stay listed (not ready) while the
+    rest serve. A missing or empty repository is always fatal.
+    """
     if not root.is_dir():
         raise RepositoryError([f"{root}: model repository is not a directory"])
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
     if not folders:
         raise RepositoryError([f"{root}: no model folders found"])
     models: list[LoadedModel] = []
-    errors: list[str] = []
+    broken: dict[str, list[str]] = {}
     for folder in folders:
         try:
-            models.append(load_model(folder))
+            models.append(load_model(folder, allow_cpu_fallback=allow_cpu_fallback))
         except RepositoryError as exc:
-            errors.extend(exc.lines)
+            broken[folder.name] = exc.lines
     seen: dict[str, Path] = {}
-    for model in models:
+    for model in list(models):
         other = seen.setdefault(model.spec.name, model.folder)
         if other != model.folder:
-            errors.append(f"{model.folder / MODEL_FILE}: name: {model.spec.name!r} already used by {other}")
-    if errors:
-        raise RepositoryError(errors)
+            broken[model.folder.name] = [f"{model.where}: name: {model.spec.name!r} already used by {other}"]
+            models.remove(model)
+    return models, broken
+
+
+def load_repository(root: Path, allow_cpu_fallback: bool = False) -> list[LoadedModel]:
+    """Validate every model folder under `root`; collect all problems before raising any."""
+    models, broken = load_repository_partial(root, allow_cpu_fallback=allow_cpu_fallback)
+    if broken:
+        raise RepositoryError([line for lines in broken.values() for line in lines])
     return models

@@ -29,6 +29,8 @@ class ServerSettings:
     metrics_port: int
     drain_timeout_s: int
     log_verbose: int = 0
+    exit_on_error: bool = True  # Triton's --exit-on-error: refuse to start while any model is broken
+    allow_cpu_fallback: bool = False  # KIND_GPU models run on CPU when no GPU is visible
 
 
 class SettingsError(ValueError):
@@ -60,6 +62,8 @@ def resolve(
     metrics_port: int | None = None,
     drain_timeout_s: int = 20,
     log_verbose: int = 0,
+    exit_on_error: bool = True,
+    allow_cpu_fallback: bool = False,
 ) -> ServerSettings:
     """Pure function of environment and flags, so the precedence rules are unit-tested."""
     if not 0 <= drain_timeout_s <= MAX_DRAIN_S:
@@ -78,4 +82,6 @@ def resolve(
         metrics_port=ports["metrics"],
         drain_timeout_s=drain_timeout_s,
         log_verbose=log_verbose,
+        exit_on_error=exit_on_error,
+        allow_cpu_fallback=allow_cpu_fallback,
     )

@@ -18,7 +18,7 @@ import threading
 import time
 from pathlib import Path
 
-from nomad_triton.server.model_repo import RepositoryError, load_repository
+from nomad_triton.server.model_repo import RepositoryError, load_repository_partial
 from nomad_triton.server.procs import alive
 from nomad_triton.server.settings import TRITON_EXIT_TIMEOUT_S, ServerSettings
 
@@ -113,28 +113,45 @@ def serve(models_dir: Path, settings: ServerSettings, token: str, as_json: bool,
 
     from nomad_triton.probe.gpu import read_gpus
     from nomad_triton.server.app import build_triton  # heavy imports after signals are handled
-    from nomad_triton.server.backends import prepare_all
+    from nomad_triton.server.backends import prepare_partial
     from nomad_triton.server.drain import InFlight, drain
+    from nomad_triton.server.python_backend import finalize_all
 
     try:
-        prepared = prepare_all(load_repository(models_dir))
+        models, broken = load_repository_partial(models_dir, allow_cpu_fallback=settings.allow_cpu_fallback)
+        prepared, broken_prepare = prepare_partial(models)
     except RepositoryError as exc:
         for line in exc.lines:
             report(as_json, line)
         return EXIT_BAD_INPUT
+    broken.update(broken_prepare)
+    for model in models:
+        for line in model.warnings:  # fields accepted but not applied (docs/triton-repository.md)
+            report(as_json, line, "warning")
+    for lines in broken.values():
+        for line in lines:
+            report(as_json, line, "error" if settings.exit_on_error else "warning")
+    if broken and (settings.exit_on_error or not prepared):
+        if not settings.exit_on_error:
+            report(as_json, "no model loaded; nothing to serve")
+        finalize_all()
+        return EXIT_BAD_INPUT
     inflight = InFlight()
-    triton = build_triton(prepared, settings, token, inflight)
+    triton = build_triton(prepared, settings, token, inflight, broken)
     failure = _start(triton, as_json)
     if failure:
         report(as_json, f"triton failed to start: {failure}")
         return EXIT_START_FAILED
     names = [p.model.spec.name for p in prepared]
+    versions = {p.model.spec.name: sorted(p.versions) for p in prepared}
     gpus = read_gpus()  # on a GPU node this says what the allocation really got; elsewhere why not
     _emit(
         as_json, "ready",
-        f"ready in {time.monotonic() - started:.2f} s: models {', '.join(names)} | http {settings.host}:"
+        f"ready in {time.monotonic() - started:.2f} s: models "
+        f"{', '.join(n if versions[n] == [1] else f'{n} (versions {versions[n]})' for n in names)}"
+        f"{' | NOT READY: ' + ', '.join(sorted(broken)) if broken else ''} | http {settings.host}:"
         f"{settings.http_port} grpc {settings.grpc_port} metrics {settings.metrics_port} | {gpus.summary()}",
-        models=names, host=settings.host, http_port=settings.http_port, grpc_port=settings.grpc_port,
+        models=names, versions=versions, unavailable=sorted(broken), host=settings.host, http_port=settings.http_port, grpc_port=settings.grpc_port,
         metrics_port=settings.metrics_port, seconds=round(time.monotonic() - started, 3),
         gpus=gpus.to_dict(),
     )
@@ -157,6 +174,7 @@ def serve(models_dir: Path, settings: ServerSettings, token: str, as_json: bool,
     stopper = threading.Thread(target=triton.stop, daemon=True, name="stop")
     stopper.start()
     stopper.join(timeout=TRITON_EXIT_TIMEOUT_S + 5.0)
+    finalize_all()  # Triton python-backend models' finalize(), as Triton calls it at unload
     _emit(as_json, "stopped", f"stopped after {time.monotonic() - t0:.2f} s drain",
           seconds=round(time.monotonic() - t0, 3), drained=idle)
     return EXIT_OK if idle else EXIT_FAILED

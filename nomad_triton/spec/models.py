@@ -120,7 +120,16 @@ class ModelRepositorySpec(_Strict):
         "For raw_exec a relative path is resolved against the spec file's folder.",
     )
     host_volume: str | None = Field(None, description="Name of a Nomad host volume holding the repository.")
-    artifact: str | None = Field(None, description="URL (go-getter) downloaded into the task's local/models.")
+    artifact: str | None = Field(
+        None,
+        description="URL (go-getter) downloaded into the task's local/models and unpacked there: "
+        "https://host/models.tar.gz, s3::https://s3.amazonaws.com/bucket/models.tar.gz or "
+        "gcs::https://www.googleapis.com/storage/v1/bucket/models.tar.gz.",
+    )
+    checksum: str | None = Field(
+        None, description="Checksum of the artifact, verified before unpacking: 'sha256:<64 hex digits>' "
+        "(md5, sha1, sha512 also accepted)."
+    )
     mount_path: str = Field("/models", description="Where a host volume is mounted inside the task.")
     models: list[str] = Field(min_length=1, description="Model names to load and health-check.")
 
@@ -151,6 +160,23 @@ class ModelRepositorySpec(_Strict):
         if value is not None and not re.match(r"^[a-z][a-z0-9+.-]*::|^[a-z][a-z0-9+.-]*://", value):
             raise ValueError("artifact must be a URL such as https://host/models.tar.gz or s3::https://...")
         return value
+
+    @field_validator("checksum")
+    @classmethod
+    def _checksum_form(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        lengths = {"md5": 32, "sha1": 40, "sha256": 64, "sha512": 128}
+        kind, _, digest = value.partition(":")
+        if kind not in lengths or not re.fullmatch(rf"[0-9a-f]{{{lengths.get(kind, 0)}}}", digest):
+            raise ValueError(f"{value!r} is not 'sha256:<64 hex digits>' (or md5/sha1/sha512 with their lengths)")
+        return value
+
+    @model_validator(mode="after")
+    def _checksum_needs_artifact(self) -> ModelRepositorySpec:
+        if self.checksum and not self.artifact:
+            raise FieldError("checksum", "checksum only applies to an artifact source")
+        return self
 
     @property
     def source(self) -> Literal["path", "host_volume", "artifact"]:

@@ -100,18 +100,20 @@ def test_hcl_job_with_templates_and_tcp_check_deploys(tmp_path: Path) -> None:
     run(main())
 
 
-def test_artifact_is_unsupported_and_fails_the_alloc(tmp_path: Path) -> None:
+def test_artifact_from_s3_is_refused_and_fails_the_alloc(tmp_path: Path) -> None:
     async def main() -> None:
         c = Cluster(tmp_path, [node("n1")])
         await c.rt.start()
         try:
             t = http_task()
-            t["Artifacts"] = [{"GetterSource": "https://example.invalid/model.tgz"}]
-            c.register(job(tasks=[t], checks=False))
+            t["Artifacts"] = [{"GetterSource": "s3::https://s3.amazonaws.com/bucket/model.tgz"}]
+            c.register(job(tasks=[t], checks=False, restart={"Attempts": 0, "Interval": int(60 * S),
+                                                             "Delay": int(0.05 * S), "Mode": "fail"}))
             a = (await until(lambda: [a for a in c.allocs() if a["ClientStatus"] == "failed"], what="failed"))[0]
-            ev = a["TaskStates"]["web"]["Events"][-1]
-            assert ev["Type"] == "Failed Artifact Download" and ev["FailsTask"] is True
-            assert "artifact" in ev["DisplayMessage"]
+            events = a["TaskStates"]["web"]["Events"]
+            failed = [e for e in events if e["Type"] == "Failed Artifact Download"]
+            assert failed and "s3:: sources are fetched by a real Nomad client" in failed[0]["DownloadError"]
+            assert events[-1]["Type"] == "Not Restarting" and events[-1]["FailsTask"] is True
             await until(lambda: c.job()["Status"] == "dead", what="job dead")
         finally:
             await c.rt.shutdown()

@@ -37,6 +37,11 @@ def test_gpu_series_and_versions_are_aggregated() -> None:
     )
     s = parse_metrics(text)
     assert s.counters["m"]["inferences"] == 12
+    assert s.versions == {"m": {"1", "2"}}  # loaded versions, shown by probe as m[1 2]
+    rates = RateTracker().update("a", 1.0, s)
+    assert rates["m"].versions == ("1", "2")
+    obs = Observation(ts=1.0, alloc_id="a", address="h:1", state=ProbeState.REACHABLE, models=rates)
+    assert Observation.from_json(obs.to_json()) == obs  # versions survive a recorded trace
     assert s.gpu_utilization == pytest.approx(0.75)
     assert s.gpu_memory_used_bytes == 150
 

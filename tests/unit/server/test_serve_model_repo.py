@@ -84,7 +84,7 @@ def test_invalid_toml_and_missing_file(tmp_path: Path) -> None:
     lines = err.value.lines
     assert len(lines) == 2, lines  # both problems reported together; the good folder is not enough
     assert lines[0].startswith(f"{tmp_path / 'a_broken' / 'model.toml'}: invalid TOML")
-    assert lines[1] == f"{tmp_path / 'b_empty'}: missing model.toml"
+    assert lines[1] == f"{tmp_path / 'b_empty'}: missing model.toml or config.pbtxt"
 
 
 def test_duplicate_names_and_missing_onnx(tmp_path: Path) -> None:

@@ -1,0 +1,55 @@
+"""`validate` looks into a local (raw_exec path) repository: every named model must load in `serve`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from nomad_triton.cli import usage
+from nomad_triton.cli.main import app
+
+ROOT = Path(__file__).resolve().parents[2]
+REPO = ROOT / "examples" / "triton-repo"
+
+
+def _spec(tmp_path: Path, models: list[str]) -> Path:
+    repo = tmp_path / "repo"
+    if not repo.exists():
+        shutil.copytree(REPO, repo)
+    path = tmp_path / "job.toml"
+    path.write_text(
+        f'name = "v"\n[driver]\ntype = "raw_exec"\ncommand = "/bin/true"\n'
+        f'[model_repository]\npath = "{repo}"\nmodels = {json.dumps(models)}\n'
+    )
+    return path
+
+
+def test_good_local_repository_validates(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert usage.run(app, ["validate", "--local", str(_spec(tmp_path, ["linear_onnx", "add_sub"]))]) == 0
+    assert "ok: job 'v'" in capsys.readouterr().out
+
+
+def test_broken_or_missing_models_are_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = _spec(tmp_path, ["linear_onnx", "ghost"])
+    config = tmp_path / "repo" / "linear_onnx" / "config.pbtxt"
+    config.write_text(config.read_text().replace('platform: "onnxruntime_onnx"', 'platform: "tensorrt_plan"'))
+    assert usage.run(app, ["validate", "--local", str(spec)]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"error: {spec}: model_repository.models.0: {config}: platform: model 'linear_onnx' "
+                           "uses 'tensorrt_plan'") and line.endswith("(+1 more)"), line
+    assert usage.run(app, ["validate", "--local", str(spec), "--json"]) == 2
+    body = json.loads(capsys.readouterr().err)
+    assert body["problems"][1] == f"{spec}: model_repository.models.1: no model folder {tmp_path / 'repo' / 'ghost'}"
+
+
+def test_triton_repo_job_example_validates_with_its_models() -> None:
+    from nomad_triton.render import validate_local
+    from nomad_triton.spec import load_spec
+    from nomad_triton.spec.local_models import check_local_models
+
+    spec = load_spec(ROOT / "jobs" / "triton-repo-example.toml")
+    assert spec.repository_path == str(REPO.resolve())
+    assert validate_local(spec) == [] and check_local_models(spec) == []
