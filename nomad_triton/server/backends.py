@@ -8,19 +8,17 @@ with a line naming the file and field instead of surfacing as a failed load minu
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import logging
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 from nomad_triton.server.model_repo import LoadedModel, RepositoryError
+from nomad_triton.server.user_code import import_from_folder
 
 LOG = logging.getLogger("nomad_triton.server")
 Batch = dict[str, np.ndarray]
@@ -45,29 +43,13 @@ class PreparedModel:
         return self.versions[max(self.versions)]
 
 
-def _import_from_folder(folder: Path, model_name: str, module: str) -> ModuleType:
-    """Import `module` from the model folder under a private name so two models can both ship model.py."""
-    rel = Path(*module.split("."))
-    candidates = [folder / rel.with_suffix(".py"), folder / rel / "__init__.py"]
-    path = next((c for c in candidates if c.is_file()), None)
-    if path is None:
-        raise FileNotFoundError(f"no {rel}.py in {folder}")
-    qualname = f"nomad_triton_models.{model_name.replace('.', '_').replace('-', '_')}.{module}"
-    spec = importlib.util.spec_from_file_location(qualname, path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[qualname] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def _python_instances(model: LoadedModel) -> list[InferFn]:
     spec = model.spec
     where = model.where
     assert spec.entrypoint is not None
     module, func_name = spec.entrypoint.split(":")
     try:
-        mod = _import_from_folder(model.folder, spec.name, module)
+        mod = import_from_folder(model.folder, spec.name, module)
     except Exception as exc:  # any import-time failure of user code is a bad model folder
         raise RepositoryError([f"{where}: entrypoint: cannot import {module!r}: {exc}"]) from None
     func = getattr(mod, func_name, None)

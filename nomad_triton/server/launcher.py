@@ -23,7 +23,8 @@ from dataclasses import asdict
 from pathlib import Path
 from types import FrameType
 
-from nomad_triton.server.model_repo import RepositoryError, load_repository_partial
+from nomad_triton.server.model_repo import RepositoryError
+from nomad_triton.server.repository import load_repository_partial
 from nomad_triton.server.settings import TRITON_EXIT_TIMEOUT_S, ServerSettings
 from nomad_triton.server.worker import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_START_FAILED, TOKEN_ENV, report
 

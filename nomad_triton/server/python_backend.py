@@ -21,6 +21,7 @@ import numpy as np
 
 from nomad_triton.server import pb_utils
 from nomad_triton.server.model_repo import LoadedModel, RepositoryError
+from nomad_triton.server.user_code import import_from_folder
 
 LOG = logging.getLogger("nomad_triton.server")
 Requests = list[Any]  # pytriton.proxy.types.Request: .data (dict of arrays) and .parameters
@@ -72,15 +73,13 @@ def _callable(model: LoadedModel, version: int, obj: Any) -> Callable[[Requests]
 
 def triton_python_instances(model: LoadedModel) -> dict[int, list[Callable[..., Any]]]:
     """Import each version's model.py and initialize one TritonPythonModel per instance."""
-    from nomad_triton.server.backends import _import_from_folder
-
     pb_utils.install()
     out: dict[int, list[Callable[..., Any]]] = {}
     for version, path in sorted(model.versions.items()):
         where = path
         private = f"{model.spec.name}_v{version}"
         try:
-            module = _import_from_folder(path.parent, private, path.stem)
+            module = import_from_folder(path.parent, private, path.stem)
         except Exception as exc:  # any import-time failure of user code is a bad model
             LOG.error("importing %s failed:\n%s", path, traceback.format_exc())
             raise RepositoryError([f"{where}: cannot import: {type(exc).__name__}: {exc}"]) from None

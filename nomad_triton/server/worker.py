@@ -18,8 +18,9 @@ import threading
 import time
 from pathlib import Path
 
-from nomad_triton.server.model_repo import RepositoryError, load_repository_partial
+from nomad_triton.server.model_repo import RepositoryError
 from nomad_triton.server.procs import alive
+from nomad_triton.server.repository import load_repository_partial
 from nomad_triton.server.settings import TRITON_EXIT_TIMEOUT_S, ServerSettings
 
 LOG = logging.getLogger("nomad_triton.server")

@@ -17,7 +17,8 @@ def check_local_models(spec: DeploymentSpec) -> list[str]:
     repo = spec.model_repository
     if repo.source != "path" or spec.driver.type != "raw_exec" or not Path(repo.path or "").is_dir():
         return []
-    from nomad_triton.server.model_repo import RepositoryError, load_model
+    from nomad_triton.server.model_repo import RepositoryError
+    from nomad_triton.server.repository import load_model
 
     root = Path(repo.path or "")
     problems: list[str] = []

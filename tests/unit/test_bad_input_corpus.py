@@ -8,6 +8,7 @@ loopback socket this test owns, to prove that bad input never reaches Nomad.
 
 from __future__ import annotations
 
+import shutil
 import socket
 import threading
 from collections.abc import Iterator
@@ -20,6 +21,8 @@ from typer.testing import CliRunner
 from nomad_triton.cli import render as render_cli
 
 # The repository path is relative to the spec's folder (raw_exec); `write_case` creates models/mlp.
+ROOT = Path(__file__).resolve().parents[2]
+
 GOOD = """\
 name = "svc"
 [driver]
@@ -316,7 +319,10 @@ REPO_CASES: list[Case] = [
 
 
 def write_case(tmp_path: Path, spec_text: str | bytes | None, files: dict[str, str | bytes]) -> Path:
-    (tmp_path / "models" / "mlp").mkdir(parents=True, exist_ok=True)
+    # a model `serve` would load, so validate's per-model check passes for the good spec
+    if not (tmp_path / "models" / "mlp").exists():
+        shutil.copytree(ROOT / "examples" / "models" / "mlp", tmp_path / "models" / "mlp",
+                        ignore=shutil.ignore_patterns("__pycache__"))
     spec = tmp_path / "spec.toml"
     text = GOOD if spec_text is None else spec_text
     spec.write_bytes(text if isinstance(text, bytes) else text.encode())

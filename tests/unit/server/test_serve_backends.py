@@ -12,7 +12,8 @@ import pytest
 from nomad_triton.server.app import model_config
 from nomad_triton.server.backends import check_outputs, prepare, prepare_all
 from nomad_triton.server.drain import InFlight
-from nomad_triton.server.model_repo import RepositoryError, load_model, load_repository
+from nomad_triton.server.model_repo import RepositoryError
+from nomad_triton.server.repository import load_model, load_repository
 
 ROOT = Path(__file__).resolve().parents[3]
 EXAMPLES = ROOT / "examples" / "models"

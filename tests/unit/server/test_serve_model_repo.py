@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from nomad_triton.server.model_repo import RepositoryError, load_model, load_repository
+from nomad_triton.server.model_repo import RepositoryError
+from nomad_triton.server.repository import load_model, load_repository
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "models"
 

@@ -11,12 +11,8 @@ import pytest
 from pytriton.proxy.types import Request
 
 from nomad_triton.server.backends import prepare, prepare_all
-from nomad_triton.server.model_repo import (
-    RepositoryError,
-    load_model,
-    load_repository,
-    load_repository_partial,
-)
+from nomad_triton.server.model_repo import RepositoryError
+from nomad_triton.server.repository import load_model, load_repository, load_repository_partial
 from nomad_triton.server.versioned_store import private_name, rewrite
 
 ROOT = Path(__file__).resolve().parents[3]
