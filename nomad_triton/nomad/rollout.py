@@ -33,6 +33,7 @@ __all__ = [
     "VersionCount",
     "await_running",
     "follow",
+    "from_deployment",
     "read_running",
     "registered_version",
     "summarize",
@@ -129,6 +130,21 @@ def summarize(job: dict[str, Any] | None, allocs: list[dict[str, Any]], version:
             count.running += 1
             if _healthy(a):
                 count.healthy += 1
+    return state
+
+
+def from_deployment(dep: DeploymentState, job_id: str) -> RunningState:
+    """The rule read off a successful deployment's own counters (no request).
+
+    A deployment succeeds only when every group's desired total of its version is healthy: that is
+    Nomad's verdict on exactly this rule, at the moment it ended, and reading it costs nothing (the
+    deploy promise is to return within 100 ms of the end).
+    """
+    state = RunningState(job_id=job_id, version=dep.job_version, job_version=dep.job_version)
+    for g in dep.groups.values():
+        state.groups[g.name] = GroupRunning(
+            name=g.name, desired=g.desired, versions={dep.job_version: VersionCount(running=g.healthy, healthy=g.healthy)}
+        )
     return state
 
 
@@ -238,8 +254,9 @@ def follow(
     """Follow a registration (register, revert, scale reply) to what really runs.
 
     The deployment is followed as `DeploymentWatcher.run` does; then:
-    - successful, or no deployment: the registered version must run healthy (waited for until the
-      deadline), else the outcome is NOT_RUNNING;
+    - successful: Nomad's own verdict on the rule (its counters), else as below;
+    - no deployment: the registered version must run healthy (waited for until the deadline), else
+      the outcome is NOT_RUNNING;
     - failed with an auto-revert: the reverted version is followed to health; ROLLED_BACK only if
       the stable version really runs again, REVERT_NOT_RUNNING otherwise;
     - the other outcomes (failed, blocked, timeout, cancelled, lost, awaiting promotion) stand.
@@ -267,6 +284,10 @@ def _judge(
 ) -> WatchResult:
     if res.outcome is Outcome.LOST:
         return res
+    if res.outcome is Outcome.SUCCESSFUL and res.deployment is not None:
+        state = from_deployment(res.deployment, job_id)
+        if state.ok:
+            return replace(res, running=state)
     if res.outcome in (Outcome.SUCCESSFUL, Outcome.NO_DEPLOYMENT):
         version = (
             res.deployment.job_version

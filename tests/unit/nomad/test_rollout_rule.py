@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from nomad_triton.nomad.client import NomadClient
-from nomad_triton.nomad.rollout import follow, summarize
+from nomad_triton.nomad.rollout import follow, from_deployment, summarize
 from nomad_triton.nomad.settings import ConnectionSettings
-from nomad_triton.nomad.watch import Outcome
+from nomad_triton.nomad.watch import DeploymentState, Outcome
 
 
 def job(version: int, count: int = 1, groups: tuple[str, ...] = ("triton",)) -> dict[str, Any]:
@@ -79,3 +79,13 @@ def test_no_deployment_with_nothing_running_is_not_ok_at_the_deadline(fake_nomad
     assert "no deployment was needed, but version 2 is not running healthy" in res.message, res.message
     assert "nothing running" in res.message and res.running is not None and not res.running.ok
     assert time.monotonic() - t0 < 8
+
+
+@pytest.mark.parametrize("healthy,ok", [(2, True), (1, False)])
+def test_successful_deployment_is_read_off_its_counters(healthy: int, ok: bool) -> None:
+    """No request after a success (deploy returns within 100 ms of the end): its counters are the verdict."""
+    dep = DeploymentState.from_api({"ID": "d1", "Status": "successful", "JobVersion": 4, "TaskGroups": {
+        "triton": {"DesiredTotal": 2, "PlacedAllocs": 2, "HealthyAllocs": healthy}}})
+    state = from_deployment(dep, "web")
+    assert state.ok is ok and state.version == 4
+    assert f"triton: {healthy}/2 healthy of version 4" in state.describe()
