@@ -228,7 +228,7 @@ def await_running(
         if state.job_version != version:
             return state, f"the job moved on to version {state.job_version}"
         dep = client.latest_deployment(job_id)
-        if dep and int(dep.get("JobVersion") or -1) == version:
+        if dep and int(dep.get("JobVersion", -1)) == version:
             dstate = DeploymentState.from_api(dep)
             summary = f"{dstate.status} {dstate.summary()}"
             if on_progress and summary != last_dep:
@@ -270,7 +270,13 @@ def follow(
     try:
         res = _judge(client, job_id, res, deadline, job_modify_index, on_progress)
     except errors.Unreachable as exc:
-        res = replace(res, message=f"{res.message} (could not check what runs: {exc})")
+        # Unverified is not ok: an outcome that needed the judgement becomes "lost contact".
+        needed = res.outcome in (Outcome.SUCCESSFUL, Outcome.NO_DEPLOYMENT, Outcome.ROLLED_BACK) and res.running is None
+        res = replace(
+            res,
+            outcome=Outcome.LOST if needed else res.outcome,
+            message=f"{res.message}; could not check what runs: {exc}",
+        )
     return replace(res, requests=client.request_count - start_requests)
 
 

@@ -89,3 +89,20 @@ def test_successful_deployment_is_read_off_its_counters(healthy: int, ok: bool) 
     state = from_deployment(dep, "web")
     assert state.ok is ok and state.version == 4
     assert f"triton: {healthy}/2 healthy of version 4" in state.describe()
+
+
+def test_wait_ends_early_when_the_versions_deployment_failed(fake_nomad) -> None:
+    """Version 0 included: a failed deployment of the awaited version ends the wait, not the deadline."""
+    fake_nomad.on("GET", "/v1/evaluation/e1", 200, {"ID": "e1", "Status": "complete", "DeploymentID": ""},
+                  {"X-Nomad-Index": "10"})
+    fake_nomad.on("GET", "/v1/job/web", 200, {**job(0), "JobModifyIndex": 9}, {"X-Nomad-Index": "10"})
+    fake_nomad.on("GET", "/v1/job/web/allocations", 200, [alloc(0, "failed", False)], {"X-Nomad-Index": "10"})
+    fake_nomad.on("GET", "/v1/job/web/deployment", 200,
+                  {"ID": "d0", "JobVersion": 0, "Status": "failed", "StatusDescription": "Failed due to progress deadline",
+                   "TaskGroups": {"triton": {"DesiredTotal": 1}}}, {"X-Nomad-Index": "10"})
+    client = NomadClient(ConnectionSettings.from_env(env={}, address=fake_nomad.url, retries=0))
+    t0 = time.monotonic()
+    res = follow(client, "web", "e1", deadline=time.monotonic() + 30, job_modify_index=9)
+    assert time.monotonic() - t0 < 5
+    assert res.outcome is Outcome.NOT_RUNNING
+    assert "deployment d0 of version 0 failed: Failed due to progress deadline" in res.message, res.message
