@@ -4,7 +4,9 @@ Why this order (Levant's deploy journey, minus its hangs): bad input exits 2 bef
 contacted; the job is parsed by the server that will run it; registration is guarded by the plan's
 JobModifyIndex (EnforceIndex), so of two concurrent deploys one wins and the other gets a clear
 conflict; the wait is bounded by --timeout and ends at once on a blocked evaluation; a failure is
-explained (placement reasons, task events, last log lines) and an auto-revert exits 3.
+explained (placement reasons, task events, last log lines). "ok" means the registered version runs
+its desired count healthy, and exit 3 means the auto-revert brought the stable version back: both
+judged by nomad.rollout, the rule every rollout command shares.
 """
 
 from __future__ import annotations
@@ -36,8 +38,8 @@ from nomad_triton.cli.common import (
 )
 from nomad_triton.cli.connection import Connection, nomad_errors, with_connection
 from nomad_triton.cli.validate_plan import server_job
-from nomad_triton.nomad import canary, errors, failures, preflight
-from nomad_triton.nomad.watch import DeploymentState, DeploymentWatcher, Outcome, WatchResult
+from nomad_triton.nomad import canary, errors, failures, preflight, rollout
+from nomad_triton.nomad.watch import DeploymentState, Outcome, WatchResult
 from nomad_triton.spec import DeploymentSpec
 
 EXIT_BY_OUTCOME = {
@@ -167,7 +169,8 @@ def _report_failure(
             job_id,
             deployment_id=res.deployment.id if res.deployment else None,
             failed_tg_allocs=res.failed_tg_allocs,
-            include_not_healthy=res.outcome in (Outcome.TIMEOUT, Outcome.FAILED),
+            include_not_healthy=res.outcome
+            in (Outcome.TIMEOUT, Outcome.FAILED, Outcome.NOT_RUNNING, Outcome.REVERT_NOT_RUNNING),
         )
     except errors.NomadError as exc:
         view.note(f"(could not inspect the failure: {exc})")
@@ -219,13 +222,19 @@ def deploy(
     if not as_json and not view.live:
         typer.echo(f"registered job {loaded.name!r} (evaluation {reg.eval_id[:8]}); following the deployment")
     promoter = make_promoter(conn, loaded, view, record) if auto_promote else None
-    watcher = DeploymentWatcher(
-        conn.client, loaded.name, deadline=deadline, on_progress=view.update, on_canaries_healthy=promoter
-    )
     wait_t0 = time.monotonic()
     try:
         with view, nomad_errors(as_json):
-            res = watcher.run(reg.eval_id, reg.eval_create_index)
+            res = rollout.follow(
+                conn.client,
+                loaded.name,
+                reg.eval_id,
+                reg.eval_create_index,
+                deadline=deadline,
+                job_modify_index=reg.job_modify_index,
+                on_progress=view.update,
+                on_canaries_healthy=promoter,
+            )
             record["waited_s"] = round(res.finished_at - wait_t0, 3)
             record["observed_end_at"] = res.finished_wall
             code = EXIT_BY_OUTCOME.get(res.outcome, EXIT_FAILED)
@@ -242,6 +251,7 @@ def _finish(res: WatchResult, code: int, record: dict, as_json: bool, elapsed: f
         message=res.message,
         deployment=res.deployment.to_dict() if res.deployment else None,
         rollback_version=res.rollback_version,
+        running=res.running.to_dict() if res.running is not None else None,
         elapsed_s=round(elapsed, 3),
         requests_while_waiting=res.requests,
         exit_code=code,
@@ -249,9 +259,7 @@ def _finish(res: WatchResult, code: int, record: dict, as_json: bool, elapsed: f
     if as_json:
         emit_json(record)
     elif res.outcome is Outcome.ROLLED_BACK:
-        typer.echo(
-            f"deployment failed: {res.message}; Nomad rolled the job back to version {res.rollback_version}"
-        )
+        typer.echo(f"deployment failed: {res.message}")
     elif code == EXIT_OK:
         typer.echo(f"deployment {res.outcome.value}: {res.message}")
     else:

@@ -3,15 +3,21 @@
 Why revert to the last *stable* version: Nomad marks a version stable once its deployment
 succeeded, so that is the last version known to have served; "the previous version" may be the
 broken one. The revert is guarded with EnforcePriorVersion so it never undoes someone else's
-newer deploy.
+newer deploy. Like `deploy`, it then follows the revert and exits 0 only when the version it
+brought back runs its desired count healthy (nomad.rollout, the rule both share).
 """
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 import typer
 
-from nomad_triton.cli.common import EXIT_FAILED, JSON_OPT, emit_json, fail
+from nomad_triton.cli.common import EXIT_FAILED, EXIT_OK, JSON_OPT, emit_json, fail, wait_seconds_or_exit
 from nomad_triton.cli.connection import Connection, nomad_errors, with_connection
+from nomad_triton.cli.deploy import EXIT_BY_OUTCOME, ProgressView
+from nomad_triton.nomad import rollout
 from nomad_triton.nomad.versions import last_stable
 
 
@@ -19,11 +25,14 @@ from nomad_triton.nomad.versions import last_stable
 def rollback(
     job: str = typer.Argument(..., help="Job ID."),
     version: int | None = typer.Option(None, "--version", help="Revert to this version instead."),
+    timeout: str = typer.Option("10m", "--timeout", help="Give up waiting after this long (Go duration)."),
+    detach: bool = typer.Option(False, "--detach", help="Revert and return without waiting."),
     as_json: bool = JSON_OPT,
     conn: Connection | None = None,
 ) -> None:
-    """Revert JOB to its last stable version (Nomad's /revert)."""
+    """Revert JOB to its last stable version (Nomad's /revert) and follow it until it runs healthy."""
     assert conn is not None
+    deadline = time.monotonic() + wait_seconds_or_exit(timeout, as_json)
     with nomad_errors(as_json):
         current = int(conn.client.job(job).get("Version") or 0)
         if version is None:
@@ -36,15 +45,41 @@ def rollback(
                 )
             version = int(target["Version"])
         reply = conn.client.revert(job, version, enforce_prior_version=current)
+    eval_id = str(reply.get("EvalID") or "")
+    record: dict[str, Any] = {"job": job, "from_version": current, "to_version": version, "eval_id": eval_id}
+    if detach or not eval_id:
+        record.update(outcome="reverted", exit_code=EXIT_OK)
+        if as_json:
+            emit_json(record)
+        else:
+            typer.echo(f"{job}: reverting version {current} to version {version} (evaluation {eval_id[:8]})")
+        return
+    if not as_json:
+        typer.echo(f"{job}: reverting version {current} to version {version} (evaluation {eval_id[:8]}); following it")
+    view = ProgressView(as_json, f"rollback {job}")
+    with view, nomad_errors(as_json):
+        res = rollout.follow(
+            conn.client,
+            job,
+            eval_id,
+            int(reply.get("EvalCreateIndex") or 0),
+            deadline=deadline,
+            job_modify_index=int(reply.get("JobModifyIndex") or 0),
+            on_progress=view.update,
+        )
+    code = EXIT_BY_OUTCOME.get(res.outcome, EXIT_FAILED)
+    record.update(
+        outcome=res.outcome.value,
+        message=res.message,
+        running=res.running.to_dict() if res.running is not None else None,
+        exit_code=code,
+    )
     if as_json:
-        emit_json(
-            {"job": job, "from_version": current, "to_version": version, "eval_id": reply.get("EvalID")}
-        )
+        emit_json(record)
     else:
-        typer.echo(
-            f"{job}: reverting version {current} to version {version} "
-            f"(evaluation {str(reply.get('EvalID', ''))[:8]}); follow with: nomad-triton watch {job}"
-        )
+        typer.echo(f"{job}: rollback {res.outcome.value}: {res.message}", err=code != EXIT_OK)
+    if code != EXIT_OK:
+        raise typer.Exit(code)
 
 
 def register(app: typer.Typer) -> None:

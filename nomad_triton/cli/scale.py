@@ -29,8 +29,7 @@ from nomad_triton.cli.common import (
 )
 from nomad_triton.cli.connection import Connection, nomad_errors, with_connection
 from nomad_triton.cli.deploy import EXIT_BY_OUTCOME, ProgressView
-from nomad_triton.nomad import errors
-from nomad_triton.nomad.watch import DeploymentWatcher
+from nomad_triton.nomad import errors, rollout
 
 COUNT_RE = re.compile(r"^([+-]?)(\d+)$")
 
@@ -136,9 +135,9 @@ def scale(
     if not as_json:
         typer.echo(f"{job}/{group}: {current} -> {count} (evaluation {eval_id[:8]}); following the rollout")
     view = ProgressView(as_json, f"scale {job}/{group}")
-    watcher = DeploymentWatcher(conn.client, job, deadline=deadline, on_progress=view.update)
     with view, nomad_errors(as_json):
-        res = watcher.run(eval_id, int(reply.get("EvalCreateIndex") or 0))
+        res = rollout.follow(conn.client, job, eval_id, int(reply.get("EvalCreateIndex") or 0), deadline=deadline,
+                             job_modify_index=int(reply.get("JobModifyIndex") or 0), on_progress=view.update)
     code = EXIT_BY_OUTCOME.get(res.outcome, EXIT_FAILED)
     record.update(outcome=res.outcome.value, detail=res.message, exit_code=code)
     if as_json:

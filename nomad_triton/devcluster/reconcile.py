@@ -10,6 +10,17 @@ they are subtle enough to deserve table-driven tests of their own:
 - with `canary = N`, N canaries of the new version run beside the old allocs until promotion,
   after which the old allocs holding canary names are stopped and the rest roll normally;
 - a failed deployment stops the rollout (no further destructive updates of that version).
+
+Across a version change (a new deploy, a revert, an auto-revert), as Nomad documents and does:
+- a failed alloc of an older version that is waiting for a delayed reschedule, or has no
+  reschedule attempts left, is still an allocation to update: the new version replaces it with a
+  destructive update (so a revert after a failed rollout runs the stable version again at once);
+- a failed alloc due for rescheduling now is replaced by the current version;
+- a lost alloc is replaced (same name, PreviousAllocation) even while the rollout is on hold;
+- canaries of an older version's deployment that were never promoted are stopped;
+- no new allocations are placed while canaries wait for promotion or the deployment failed.
+The scheduler creates a deployment for a version with an update block and a non-zero count
+when no allocation of that version exists yet, even if nothing can be placed yet.
 """
 
 from __future__ import annotations
@@ -28,6 +39,7 @@ ALLOC_UPDATING = "alloc is being updated due to job update"
 ALLOC_MIGRATING = "alloc is being migrated"
 ALLOC_RESCHEDULED = "alloc was rescheduled because it failed"
 ALLOC_STOPPED_JOB = "alloc not needed due to job update"
+ALLOC_LOST = "alloc is lost since its node is down"
 
 
 @dataclass
@@ -65,6 +77,12 @@ class GroupResult:
     canary: int = 0
     migrate: int = 0
     desired_canaries: int = 0
+    had_current: bool = False  # some allocation of the job's current version exists (any state)
+
+    @property
+    def updates_spec(self) -> bool:
+        """Existing allocations move to the new version (in place, destructively, or canaries)."""
+        return bool(self.inplace or self.destructive or self.canary or self.desired_canaries)
 
     def annotations(self) -> dict[str, int]:
         """Nomad's DesiredTGUpdates entry for plan output."""
@@ -196,14 +214,38 @@ def _is_canary(alloc: dict[str, Any]) -> bool:
     return bool((alloc.get("DeploymentStatus") or {}).get("Canary"))
 
 
+def _reschedule_event(alloc: dict[str, Any], delay_s: float, now: float) -> list[dict[str, Any]]:
+    events = list((alloc.get("RescheduleTracker") or {}).get("Events") or [])
+    events.append({
+        "RescheduleTime": int(now * NS),
+        "PrevAllocID": alloc["ID"],
+        "PrevNodeID": alloc.get("NodeID", ""),
+        "Delay": int(delay_s * NS),
+    })
+    return events
+
+
+def _stale_canary(alloc: dict[str, Any], gname: str, old_dep: dict[str, Any] | None) -> bool:
+    """A canary of an older version's deployment that was never promoted: a new version (failing
+    forward, or an auto-revert) replaces it, so it only holds resources now."""
+    if not old_dep or not _is_canary(alloc) or alloc.get("DeploymentID") != old_dep.get("ID"):
+        return False
+    return not (((old_dep.get("TaskGroups") or {}).get(gname) or {}).get("Promoted"))
+
+
 def reconcile_group(
     job: dict[str, Any],
     tg: dict[str, Any],
     allocs: list[dict[str, Any]],
     dep: dict[str, Any] | None,
     now: float,
+    old_dep: dict[str, Any] | None = None,
 ) -> GroupResult:
-    """Reconcile one task group. `dep` is the deployment of the job's current version, if any."""
+    """Reconcile one task group.
+
+    `dep` is the deployment of the job's current version, if any; `old_dep` the job's latest
+    deployment when it belongs to an older version (its unpromoted canaries are stopped).
+    """
     res = GroupResult()
     gname = tg["Name"]
     if job.get("Stop"):
@@ -218,12 +260,14 @@ def reconcile_group(
     dstate = ((dep or {}).get("TaskGroups") or {}).get(gname) or {}
     promoted = bool(dstate.get("Promoted"))
     dep_failed = bool(dep and dep.get("Status") == "failed")
+    res.had_current = any(_is_current(a, job) for a in allocs)
 
     occupants: list[dict[str, Any]] = []  # hold a name: live, failed-but-kept, reschedule later
-    resched_now: list[tuple[dict[str, Any], float]] = []
+    resched_now: dict[str, float] = {}
     resched_later: dict[str, float] = {}
     migrate: set[str] = set()
     canaries: list[dict[str, Any]] = []
+    lost: list[dict[str, Any]] = []
     for a in allocs:
         if a.get("DesiredStatus") != "run":
             continue
@@ -231,17 +275,35 @@ def reconcile_group(
         if cs == "complete" and job.get("Type") in ("batch", "sysbatch"):
             occupants.append(a)  # finished batch work keeps its slot: it is not run again
             continue
-        if cs in ("complete", "lost"):
+        if cs == "complete":
+            continue
+        if cs == "lost":
+            lost.append(a)
+            continue
+        if _stale_canary(a, gname, old_dep):
+            res.stops.append(Stop(a["ID"], ALLOC_NOT_NEEDED))
             continue
         if dep and _is_canary(a) and a.get("DeploymentID") == dep.get("ID") and not promoted:
-            canaries.append(a)  # a failed canary still counts as placed: the deployment decides
+            # A canary that failed and that the deployment watcher released is replaced by a
+            # new canary; otherwise a failed canary still counts as placed: the deployment decides.
+            if cs == "failed" and not a.get("NextAllocation"):
+                ok, when, delay = reschedule_decision(a, tg, dep, now)
+                if ok and when <= now:
+                    res.place.append(Placement(a["Name"], alloc_index(a), gname, canary=True,
+                                               previous_alloc=a["ID"], previous_node=a.get("NodeID"),
+                                               reschedule=True, reschedule_events=_reschedule_event(a, delay, now)))
+                    res.stops.append(Stop(a["ID"], ALLOC_RESCHEDULED))
+                    res.canary += 1
+                elif ok:
+                    res.reschedule_later.append((a["ID"], when))
+            canaries.append(a)
             continue
         if cs == "failed":
             if a.get("NextAllocation"):
                 continue
             ok, when, delay = reschedule_decision(a, tg, dep, now)
             if ok and when <= now:
-                resched_now.append((a, delay))
+                resched_now[a["ID"]] = delay
             elif ok:
                 resched_later[a["ID"]] = when
             occupants.append(a)
@@ -269,33 +331,16 @@ def reconcile_group(
     for a in kept[count:]:
         res.stops.append(Stop(a["ID"], ALLOC_NOT_NEEDED))
     kept = kept[:count]
-    resched_ids = {a["ID"]: d for a, d in resched_now}
 
     used = {alloc_index(a) for a in kept}
     destructive: list[dict[str, Any]] = []
     for a in kept:
-        if a["ID"] in resched_ids:
-            events = list((a.get("RescheduleTracker") or {}).get("Events") or [])
-            events.append({
-                "RescheduleTime": int(now * NS),
-                "PrevAllocID": a["ID"],
-                "PrevNodeID": a.get("NodeID", ""),
-                "Delay": int(resched_ids[a["ID"]] * NS),
-            })
+        if a["ID"] in resched_now:
+            # replaced now, by the job's current version whatever version failed
             res.place.append(Placement(a["Name"], alloc_index(a), gname, previous_alloc=a["ID"],
                                        previous_node=a.get("NodeID"), reschedule=True,
-                                       reschedule_events=events))
+                                       reschedule_events=_reschedule_event(a, resched_now[a["ID"]], now)))
             res.stops.append(Stop(a["ID"], ALLOC_RESCHEDULED))
-            continue
-        if a["ID"] in resched_later and _is_current(a, job):
-            res.reschedule_later.append((a["ID"], resched_later[a["ID"]]))
-            res.ignore += 1
-            continue
-        if a.get("ClientStatus") == "complete" or (a.get("ClientStatus") == "failed" and _is_current(a, job)):
-            # A failed alloc of an OLDER version (not rescheduled, or not due yet) is still
-            # replaced by the new version's destructive update (Nomad's reconciler keeps it
-            # "untainted"), so a fix or a revert after a failed rollout does place again.
-            res.ignore += 1
             continue
         if a["ID"] in migrate:
             res.place.append(Placement(a["Name"], alloc_index(a), gname, previous_alloc=a["ID"],
@@ -303,25 +348,52 @@ def reconcile_group(
             res.stops.append(Stop(a["ID"], ALLOC_MIGRATING))
             res.migrate += 1
             continue
-        if _is_current(a, job):
+        if _is_current(a, job) or a.get("ClientStatus") == "complete":
+            # A failed alloc of the current version waits for its reschedule (or stays failed).
+            if a["ID"] in resched_later:
+                res.reschedule_later.append((a["ID"], resched_later[a["ID"]]))
             res.ignore += 1
         elif not tasks_updated(a.get("Job") or {}, job, gname):
             res.inplace.append(a["ID"])
         else:
+            # An older version, running OR failed (waiting for a delayed reschedule, or out of
+            # attempts): the new version replaces it with a destructive update, as Nomad does.
             destructive.append(a)
-    # count up: lowest free indexes
-    free = (i for i in range(count + len(used) + 1) if i not in used)
-    for _ in range(count - len(kept)):
-        i = next(free)
-        res.place.append(Placement(alloc_name(job, gname, i), i, gname))
+    # Lost allocations are replaced whatever the deployment's state (Nomad: "to avoid odd user
+    # experiences"), with the job's current version.
+    for a in sorted(lost, key=alloc_index):
+        if alloc_index(a) in used or len(used) >= count:
+            res.stops.append(Stop(a["ID"], ALLOC_LOST))
+            continue
+        used.add(alloc_index(a))
+        res.stops.append(Stop(a["ID"], ALLOC_LOST))
+        res.place.append(Placement(a["Name"], alloc_index(a), gname, previous_alloc=a["ID"],
+                                   previous_node=a.get("NodeID")))
+    # Failed allocs are replaced first: updating them cannot take serving capacity away.
+    destructive.sort(key=lambda a: (a.get("ClientStatus") != "failed", alloc_index(a)))
+    canarying = bool(destructive or canaries) and canary_n > 0 and not promoted
+    # count up (lowest free indexes), unless the rollout is on hold: a failed deployment places
+    # nothing new, and neither does one whose canaries wait for promotion.
+    missing = count - len(used)
+    if missing > 0 and not (dep_failed or canarying):
+        free = (i for i in range(count + len(used) + 1) if i not in used)
+        for _ in range(missing):
+            i = next(free)
+            res.place.append(Placement(alloc_name(job, gname, i), i, gname))
+
+    def later_or_ignore(a: dict[str, Any]) -> None:
+        res.ignore += 1
+        if a["ID"] in resched_later:
+            res.reschedule_later.append((a["ID"], resched_later[a["ID"]]))
 
     if not destructive:
         res.ignore += len(canaries)
         return res
     if dep_failed:
-        res.ignore += len(destructive)
+        for a in destructive:
+            later_or_ignore(a)
         return res
-    if canary_n > 0 and not promoted:
+    if canarying:
         res.desired_canaries = canary_n
         have = {alloc_index(c) for c in canaries}
         need = canary_n - len(canaries)
@@ -334,7 +406,9 @@ def reconcile_group(
             have.add(alloc_index(a))
             res.canary += 1
             need -= 1
-        res.ignore += len(destructive) + len(canaries)
+        for a in destructive:
+            later_or_ignore(a)
+        res.ignore += len(canaries)
         return res
     limit = max_parallel if max_parallel > 0 else len(destructive)
     if dep is not None and max_parallel > 0:
@@ -346,7 +420,7 @@ def reconcile_group(
         limit -= in_flight
     for a in destructive:
         if limit <= 0:
-            res.ignore += 1
+            later_or_ignore(a)
             continue
         limit -= 1
         res.stops.append(Stop(a["ID"], ALLOC_UPDATING))

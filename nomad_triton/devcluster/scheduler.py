@@ -116,30 +116,35 @@ def compute_plan(
                       if a.get("DesiredStatus") == "run" and not fz.alloc_is_terminal(a)]
         return plan
     mine = _job_allocs(job, allocs)
-    dep = deployment if deployment and deployment.get("JobVersion") == job.get("Version") \
+    current = bool(deployment and deployment.get("JobVersion") == job.get("Version")
+                   and same_registration(deployment.get("JobCreateIndex"), job))
+    dep = deployment if current else None
+    old_dep = deployment if deployment and not current \
         and same_registration(deployment.get("JobCreateIndex"), job) else None
     names = {tg["Name"] for tg in job.get("TaskGroups") or []}
     # groups removed from the job: stop their allocs
     for a in mine:
         if a.get("TaskGroup") not in names and not fz.alloc_is_terminal(a):
             plan.stops.append(Stop(a["ID"], "alloc not needed due to job update"))
-    updating_spec = False
+    wants_deployment = False
     for tg in job.get("TaskGroups") or []:
-        res = reconcile_group(job, tg, [a for a in mine if a.get("TaskGroup") == tg["Name"]], dep, now)
+        res = reconcile_group(job, tg, [a for a in mine if a.get("TaskGroup") == tg["Name"]], dep, now,
+                              old_dep)
         plan.groups[tg["Name"]] = res
         plan.stops += res.stops
         plan.inplace += res.inplace
         plan.reschedule_later += res.reschedule_later
         plan.desired_tg_updates[tg["Name"]] = res.annotations()
-        if res.inplace or res.destructive or res.canary or any(not p.reschedule for p in res.place):
-            updating_spec = True
         if res.desired_canaries:
             plan.desired_canaries[tg["Name"]] = res.desired_canaries
-    has_update = any(int((tg.get("Update") or {}).get("MaxParallel") or 0) > 0
-                     for tg in job.get("TaskGroups") or [])
+        # Nomad: a group with an update block and a non-zero count gets a deployment when its
+        # version has never run (no allocation of it, whatever can be placed now) or when
+        # existing allocations move to it.
+        if int((tg.get("Update") or {}).get("MaxParallel") or 0) > 0 and int(tg.get("Count") or 0) > 0 \
+                and (not res.had_current or res.updates_spec):
+            wants_deployment = True
     plan.create_deployment = (
-        has_update and job.get("Type", "service") == "service" and not job.get("Stop")
-        and dep is None and updating_spec
+        wants_deployment and job.get("Type", "service") == "service" and not job.get("Stop") and dep is None
     )
     _place_all(job, nodes, allocs, plan, make_port_picker(rng, port_ok))
     return plan

@@ -2,7 +2,7 @@
 
 Why here and not a second deploy: a fleet is many single-job deploys with an order and gates. Each
 job goes through the same steps as `deploy` (parse on the server, plan for the JobModifyIndex,
-register with EnforceIndex) and is followed by the SAME follower (`DeploymentWatcher.run`, the
+register with EnforceIndex) and is followed by the SAME follower (`nomad.rollout.follow`, the
 entry point `deploy` calls); the fleet's judgement of the job is whatever that follower returns.
 """
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nomad_triton.fleet.model import FleetJob
-from nomad_triton.nomad import errors, failures
+from nomad_triton.nomad import errors, failures, rollout
 from nomad_triton.nomad.canary import verify_endpoint
 from nomad_triton.nomad.client import NomadClient
 from nomad_triton.nomad.versions import last_stable
@@ -120,10 +120,15 @@ def deploy_job(
         reg = client.register(parsed, enforce_index=True, job_modify_index=plan.job_modify_index)
         run.state, run.eval_id, run.registered_index = "registered", reg.eval_id, reg.job_modify_index
         on_registered(run)
-        watcher = DeploymentWatcher(
-            client, run.job.name, deadline=deadline, on_progress=lambda st: on_progress(run, st)
+        res = rollout.follow(
+            client,
+            run.job.name,
+            reg.eval_id,
+            reg.eval_create_index,
+            deadline=deadline,
+            job_modify_index=reg.job_modify_index,
+            on_progress=lambda st: on_progress(run, st),
         )
-        res = watcher.run(reg.eval_id, reg.eval_create_index)
     except errors.NomadError as exc:
         run.state, run.reason = "failed", f"{type(exc).__name__}: {exc}"
         run.requests = client.request_count - start
@@ -200,8 +205,10 @@ def rollback_job(client: NomadClient, run: JobRun, *, deadline: float) -> bool:
             return False
         target = int(target_v["Version"])
         reply = client.revert(name, target, enforce_prior_version=our_v)
-        watcher = DeploymentWatcher(client, name, deadline=deadline)
-        res = watcher.run(str(reply.get("EvalID") or ""), int(reply.get("EvalCreateIndex") or 0))
+        res = rollout.follow(
+            client, name, str(reply.get("EvalID") or ""), int(reply.get("EvalCreateIndex") or 0),
+            deadline=deadline, job_modify_index=int(reply.get("JobModifyIndex") or 0),
+        )
     except errors.NomadError as exc:
         run.rollback = f"FAILED: {exc}"
         return False

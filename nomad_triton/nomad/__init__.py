@@ -1,5 +1,8 @@
 """Talking to Nomad: the client facade (client.py), its errors, the deployment watcher and failure inspector.
 
+Every rollout command follows its registration with `rollout.follow` (the deployment watcher plus
+the one "does what I asked for really run healthy" rule, auto-revert included).
+
 Import `NomadClient` from here; construct it with `NomadClient.from_env(**connection_flag_overrides)`.
 """
 

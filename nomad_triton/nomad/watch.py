@@ -35,6 +35,9 @@ class Outcome(StrEnum):
     LOST = "lost"  # Nomad unreachable for longer than the grace period, or state vanished
     NO_DEPLOYMENT = "no_deployment"  # nothing to roll out (no change, or job type without deployments)
     AWAITING_PROMOTION = "awaiting_promotion"  # canaries healthy; nobody asked us (or Nomad) to promote
+    # set by nomad.rollout.follow, which judges what really runs once the deployment ended:
+    NOT_RUNNING = "not_running"  # succeeded / no deployment, but the version does not run healthy
+    REVERT_NOT_RUNNING = "revert_not_running"  # auto-reverted, but the stable version does not run healthy
 
 
 @dataclass
@@ -132,6 +135,7 @@ class WatchResult:
     finished_at: float = 0.0  # time.monotonic() when the end was observed
     finished_wall: float = 0.0  # time.time() of the same moment (to compare with server timestamps)
     requests: int = 0  # HTTP requests made while waiting
+    running: Any = None  # nomad.rollout.RunningState: what runs, judged after the end (rollout.follow)
 
 
 def classify(state: DeploymentState) -> tuple[Outcome, int | None]:

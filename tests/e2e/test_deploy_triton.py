@@ -93,6 +93,9 @@ def test_canary_verified_by_inference_then_promoted(devcluster: Devcluster, tmp_
     back = run_cli(["rollback", "tri-canary", "--json"], devcluster.addr)
     assert back.code == 0, back.text
     assert back.json()["from_version"] == 1 and back.json()["to_version"] == 0
+    # like deploy, rollback exits 0 only once the version it brought back runs healthy
+    assert back.json()["outcome"] == "successful" and back.json()["running"]["ok"] is True, back.text
+    assert back.json()["running"]["groups"]["triton"]["versions"]["2"]["healthy"] == 1, back.text
     reverted = facade(devcluster).job("tri-canary")
     assert reverted["Version"] == 2
     assert "RELEASE" not in (reverted["TaskGroups"][0]["Tasks"][0].get("Env") or {})
