@@ -45,9 +45,14 @@ class FollowerOk:
         return WatchResult(Outcome.SUCCESSFUL, "Deployment completed successfully")
 
 
+def follow_ok(client: Any, job_id: str, eval_id: str, start_index: int = 0, **_: Any) -> WatchResult:
+    return WatchResult(Outcome.SUCCESSFUL, "Deployment completed successfully")
+
+
 @pytest.fixture(autouse=True)
 def _follower(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(jobs, "DeploymentWatcher", FollowerOk)
+    monkeypatch.setattr(jobs.rollout, "follow", follow_ok)
 
 
 def run_of(plan_index: int, registered_index: int, outcome: Outcome = Outcome.FAILED) -> JobRun:
