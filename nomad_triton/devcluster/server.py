@@ -30,6 +30,7 @@ import uvicorn
 
 from .api import Ctx, build_app
 from .config import ConfigError, DevclusterConfig, NodeConfig, load_config
+from .state_db import open_state
 from .store import Store
 
 log = logging.getLogger("devcluster")
@@ -137,12 +138,23 @@ def seed_store(store: Store, config: DevclusterConfig, http_addr: str) -> None:
 
 
 def bootstrap_acl(store: Store, config: DevclusterConfig, state_dir: Path) -> None:
-    """Management token + configured client tokens; SecretIDs go to 0600 files only."""
+    """Management token + configured client tokens; SecretIDs go to 0600 files only.
+
+    A restarted cluster keeps the tokens it already issued (same secrets, files rewritten), as a
+    Nomad server keeps its ACL tokens in raft; only tokens new to the config are minted.
+    """
     if not config.server.acl:
         return
     tokens = [("management", "Bootstrap Token", "management", [], MGMT_TOKEN_FILE)]
     tokens += [(t.name, t.name, t.type, t.policies, f"{t.name}.token") for t in config.acl.tokens]
+    issued = {t.get("Name"): t for t in store.list("acl_tokens")}
     for _, name, typ, policies, filename in tokens:
+        old = issued.get(name)
+        if old is not None:
+            if old.get("Type") != typ or (old.get("Policies") or None) != (list(policies) or None):
+                store.upsert("acl_tokens", old["AccessorID"], dict(old, Type=typ, Policies=list(policies) or None))
+            _write_secret(state_dir / filename, old["SecretID"])
+            continue
         secret = str(uuid.UUID(bytes=secrets.token_bytes(16), version=4))
         tok = {"AccessorID": str(uuid.uuid4()), "SecretID": secret, "Name": name, "Type": typ,
                "Policies": list(policies) or None, "Roles": None, "Global": True,
@@ -192,9 +204,14 @@ async def serve(config: DevclusterConfig, state_dir: Path, log_level: str = "war
     host, port = sock.getsockname()[:2]
     addr = f"http://{host}:{port}"
     store = Store()
-    seed_store(store, config, f"{host}:{port}")
-    bootstrap_acl(store, config, state_dir)
+    db = open_state(state_dir, config.server.durability)
+    restored = store.attach(db) if db is not None else False
+    with store.batch():
+        seed_store(store, config, f"{host}:{port}")
+        bootstrap_acl(store, config, state_dir)
     runtime = _load_runtime(store, config)
+    if restored:
+        log.warning("devcluster restored its state from %s (index %d)", db.path if db else "", store.index)
     ctx = Ctx(store=store, config=config, runtime=runtime)
     app = build_app(ctx)
     uv_config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on",
