@@ -24,12 +24,13 @@ from tests.e2e.conftest import wait_until
 class Crashable:
     state_dir: Path
     config: Path | None = None
+    port: int = 0  # fixed: clients keep their address across restarts, as with a real agent
     running: launcher.Running | None = None
     groups_seen: set[int] = field(default_factory=set)
     lives: int = 0
 
     def start(self) -> launcher.Running:
-        self.running = launcher.start(self.state_dir, config=self.config, port=0, timeout_s=60)
+        self.running = launcher.start(self.state_dir, config=self.config, port=self.port, timeout_s=60)
         self.lives += 1
         return self.running
 
