@@ -215,7 +215,7 @@ class TaskProcess:
         try:
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-I", "-S", th.EXECUTOR_SCRIPT, str(write_fd), str(self.exit_file),
-                self.command, *self.args, cwd=str(self.cwd), env=self.env, stdin=asyncio.subprocess.DEVNULL,
+                cwd=str(self.cwd), env=self.env, stdin=asyncio.subprocess.PIPE,
                 stdout=out, stderr=err, start_new_session=True, pass_fds=(write_fd,),
             )
         except BaseException:
@@ -226,6 +226,11 @@ class TaskProcess:
             out.close()
             err.close()
         self.pgid = self.proc.pid
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(b"\0".join(os.fsencode(a) for a in [self.command, *self.args]))
+        with contextlib.suppress(ConnectionError):
+            await self.proc.stdin.drain()
+        self.proc.stdin.close()
         report = await asyncio.to_thread(_read_report, read_fd)
         kind, _, rest = report.partition(" ")
         if kind != "ok":

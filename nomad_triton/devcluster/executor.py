@@ -3,7 +3,8 @@
 Why it exists (Nomad's client does the same with its executor process): only a process's parent
 can learn its exit status. If devcluster itself were the parent, a task that exits while
 devcluster is down (crashed, restarting) would leave no trace of how it ended. The executor is
-started by devcluster in a new session (so it leads the task's process group), starts the task,
+started by devcluster in a new session (so it leads the task's process group), reads the task's
+command line from stdin, starts the task,
 reports `ok <pid>` or `error <errno> <text>` on a status pipe, waits for the task and writes its
 exit status to a file in the alloc dir before exiting the same way the task did.
 
@@ -62,9 +63,22 @@ def _spawn(command: list[str], status_fd: int) -> int:
     return pid
 
 
+def _read_command() -> list[str]:
+    """The task's argv, NUL-separated on stdin (kept off our own command line, so looking for the
+    task by its command line never finds the executor); stdin is /dev/null for the task."""
+    chunks = []
+    while chunk := os.read(0, 65536):
+        chunks.append(chunk)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    return [os.fsdecode(a) for a in b"".join(chunks).split(b"\0")]
+
+
 def main(argv: list[str]) -> int:
-    # argv: <status fd> <exit file> <command> [args...]
-    status_fd, exit_file, command = int(argv[0]), argv[1], argv[2:]
+    # argv: <status fd> <exit file>; stdin: command and args, NUL-separated
+    status_fd, exit_file = int(argv[0]), argv[1]
+    command = _read_command()
     for sig in FORWARDED_BY_GROUP:  # a Python handler resets to the default in the exec'd task
         _signal.signal(sig, _ignore)
     try:

@@ -305,9 +305,12 @@ def test_executor_without_handle_is_stopped_on_restart(crashable: Any, tmp_path:
     handles.mkdir(parents=True)
     read_fd, write_fd = os.pipe()
     orphan = subprocess.Popen([sys.executable, "-I", "-S", task_handles.EXECUTOR_SCRIPT, str(write_fd),
-                               str(handles / "web.exit.json"), "sleep", "300"],
-                              pass_fds=(write_fd,), start_new_session=True, stdin=subprocess.DEVNULL)
+                               str(handles / "web.exit.json")],
+                              pass_fds=(write_fd,), start_new_session=True, stdin=subprocess.PIPE)
     os.close(write_fd)
+    assert orphan.stdin is not None
+    orphan.stdin.write(b"sleep\x00300")
+    orphan.stdin.close()
     with os.fdopen(read_fd) as fh:
         assert fh.readline().startswith("ok ")
     dc.groups_seen.add(orphan.pid)
