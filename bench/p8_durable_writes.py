@@ -5,8 +5,10 @@ Setup: three devcluster subprocesses (loopback, free ports, temp state dirs) tha
 (the default: SQLite WAL, a commit per state change, survives kill -9) and "power" (fsync per
 commit). Each gets the same burst: REGISTRATIONS job registrations (count 0, so only the state
 path is measured: job + version + evaluation in one transaction, then the scheduler's plan apply)
-from one client, then the same from CLIENTS concurrent clients. Prints throughput, p50/p95
-latency per mode and the ratios against "none". Bounded run time; everything it starts is stopped.
+from one client, then the same from CLIENTS concurrent clients, ROUNDS times with the modes
+interleaved (a shared machine's load then hits all modes alike). Prints the median throughput,
+p50/p95 latency per mode and the ratios against "none". Bounded run time; everything it starts
+is stopped.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import httpx
 
 from nomad_triton.devcluster import launcher
 
-REGISTRATIONS, CLIENTS, DEADLINE_S = 200, 4, 300.0
+REGISTRATIONS, CLIENTS, ROUNDS, DEADLINE_S = 200, 4, 3, 400.0
 MODES = ("none", "process", "power")
 
 
@@ -70,7 +72,8 @@ def burst(addr: str, prefix: str, clients: int, deadline: float) -> tuple[float,
 
 def main() -> int:
     deadline = time.monotonic() + DEADLINE_S
-    results: dict[tuple[str, int], tuple[float, list[float]]] = {}
+    rates: dict[tuple[str, int], list[float]] = {}
+    latencies: dict[tuple[str, int], list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="p8-") as tmp:
         clusters = {}
         try:
@@ -78,19 +81,24 @@ def main() -> int:
                 cfg = Path(tmp) / f"{mode}.toml"
                 cfg.write_text(f'[server]\ndurability = "{mode}"\n')
                 clusters[mode] = launcher.start(Path(tmp) / mode, config=cfg, port=0, timeout_s=60)
-            for clients in (1, CLIENTS):
-                for mode in MODES:  # modes interleaved so machine load hits all alike
-                    burst(clusters[mode].addr, f"warm{clients}", clients, deadline)  # warm-up
-                    results[(mode, clients)] = burst(clusters[mode].addr, f"b{clients}", clients, deadline)
+            for mode in MODES:
+                burst(clusters[mode].addr, "warm", 1, deadline)
+            for rnd in range(ROUNDS):
+                for clients in (1, CLIENTS):
+                    for mode in MODES:  # modes interleaved so machine load hits all alike
+                        rate, lat = burst(clusters[mode].addr, f"r{rnd}c{clients}", clients, deadline)
+                        rates.setdefault((mode, clients), []).append(rate)
+                        latencies.setdefault((mode, clients), []).extend(lat)
         finally:
             for mode in clusters:
                 launcher.stop(Path(tmp) / mode)
-    print(f"P8 job registrations ({REGISTRATIONS} per run, count-0 jobs, devcluster subprocess)")
+    print(f"P8 job registrations ({REGISTRATIONS} per run, median of {ROUNDS} runs, count-0 jobs, "
+          "devcluster subprocess)")
     print(f"{'durability':<10} {'clients':>7} {'reg/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'vs none':>8}")
     for clients in (1, CLIENTS):
-        base = results[("none", clients)][0]
+        base = statistics.median(rates[("none", clients)])
         for mode in MODES:
-            rate, lat = results[(mode, clients)]
+            rate, lat = statistics.median(rates[(mode, clients)]), latencies[(mode, clients)]
             print(f"{mode:<10} {clients:>7} {rate:>8.0f} {statistics.median(lat) * 1000:>8.1f} "
                   f"{pct(lat, 0.95) * 1000:>8.1f} {rate / base:>7.2f}x")
     return 0
