@@ -223,7 +223,8 @@ class TaskRunner:
                     if not waiter.done():
                         killer.cancel()
                         await self._kill(waiter)
-                        handle_file.unlink(missing_ok=True)
+                        if not self.ar.rt.closing:  # devcluster going down: the next start reads the exit
+                            handle_file.unlink(missing_ok=True)
                         return
                     killer.cancel()
                     exit_code = waiter.result()

@@ -107,6 +107,7 @@ class Runtime:
         self._seen_evals_index = 0
         self._capacity_freed = False
         self._processing = False
+        self.closing = False  # shutdown() began: task kills are not cluster decisions
 
     # ---- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -158,6 +159,7 @@ class Runtime:
         The state file is detached first: stopping tasks because devcluster goes down is not a
         cluster decision, so the next start finds the allocations as they were and restarts
         them by the crash-recovery rules (as a Nomad client does after a reboot)."""
+        self.closing = True
         self.store.detach()
         if self._unsub:
             self._unsub()

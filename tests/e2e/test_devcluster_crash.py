@@ -318,3 +318,26 @@ def test_executor_without_handle_is_stopped_on_restart(crashable: Any, tmp_path:
     dc.start()
     assert orphan.wait(timeout=20) == -signal.SIGKILL
     assert orphan.pid not in executors_alive(dc)
+
+
+def test_dev_down_then_up_brings_the_same_allocations_back(crashable: Any) -> None:
+    """A graceful stop stops every task (nothing outlives `dev down`) but is no cluster decision:
+    `dev up` finds the allocations as they were and restarts their tasks in place."""
+    dc: Crashable = crashable()
+    with dc.http() as c:
+        assert register(c, web_job("again", count=1)).status_code == 200
+        wait_deployment(c, "again", 0)
+        [alloc] = running_allocs(c, "again")
+    before = task_handle(dc, alloc["ID"], "web")
+    assert before is not None
+    dc.remember()
+    assert dc.close() == []
+    assert not executors_alive(dc) and not task_handles.is_same_process(before.pid, before.pid_start)
+    dc.start()
+    with dc.http() as c:
+        [again] = wait_until(lambda: [a for a in running_allocs(c, "again")
+                                      if a["TaskStates"]["web"]["Restarts"] == 1], 60, "task restarted in place")
+        assert again["ID"] == alloc["ID"] and serves(c, again)
+        events = again["TaskStates"]["web"]["Events"]
+        assert any(e["Type"] == "Terminated" and e["Signal"] == signal.SIGTERM for e in events), events
+        assert (latest_deployment(c, "again") or {}).get("Status") == "successful"
