@@ -50,7 +50,7 @@ def _spawn(command: list[str], status_fd: int) -> int:
                 _signal.signal(sig, _signal.SIG_DFL)  # Python ignores SIGPIPE/SIGXFSZ; the task must not
             os.execvp(command[0], command)
         except OSError as exc:
-            os.write(err_w, f"{exc.errno or 0} {exc.strerror or exc}".encode())
+            os.write(err_w, f"{exc.errno or 0} {exc.strerror or exc}: {command[0]!r}".encode())
         finally:
             os._exit(127)
     os.close(err_w)
