@@ -30,7 +30,7 @@ import uvicorn
 
 from .api import Ctx, build_app
 from .config import ConfigError, DevclusterConfig, NodeConfig, load_config
-from .state_db import open_state
+from .state_db import StateOpenError, open_state
 from .store import Store
 
 log = logging.getLogger("devcluster")
@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         asyncio.run(serve(config, Path(args.state_dir).resolve(), args.log_level.lower()))
-    except ConfigError as exc:
+    except (ConfigError, StateOpenError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:

@@ -26,6 +26,10 @@ SCHEMA_VERSION = 1
 SYNC_BY_DURABILITY = {"process": "NORMAL", "power": "FULL"}
 
 
+class StateOpenError(Exception):
+    """The state file cannot be used; the message is one line for the user."""
+
+
 class StateWriteError(Exception):
     """A commit to the state file failed; the write was not acknowledged (retried on next flush)."""
 
@@ -104,4 +108,8 @@ def open_state(state_dir: Path, durability: str) -> StateDB | None:
     """The state file of `state_dir` for `durability`, or None when durability is "none"."""
     if durability == "none":
         return None
-    return StateDB(state_dir / DB_FILE, durability)
+    try:
+        return StateDB(state_dir / DB_FILE, durability)
+    except (sqlite3.Error, ValueError) as exc:  # not ours, corrupt, or a newer schema
+        raise StateOpenError(f"{state_dir / DB_FILE}: cannot open devcluster state: {exc} "
+                             "(move the state dir away for a fresh cluster)") from None

@@ -222,3 +222,12 @@ def test_http_answers_start_only_after_the_commit(tmp_path: Path) -> None:
         assert seen_at_start == [{"jobs", "evals"}]
 
     asyncio.run(main())
+
+
+def test_a_state_file_that_is_not_ours_is_one_clear_error(tmp_path: Path) -> None:
+    from nomad_triton.devcluster.state_db import StateOpenError
+
+    (tmp_path / DB_FILE).write_text("not a database, just text that happens to be here\n" * 20)
+    with pytest.raises(StateOpenError) as err:
+        open_state(tmp_path, "process")
+    assert str(tmp_path / DB_FILE) in str(err.value) and "cannot open devcluster state" in str(err.value)
