@@ -341,3 +341,22 @@ def test_dev_down_then_up_brings_the_same_allocations_back(crashable: Any) -> No
         events = again["TaskStates"]["web"]["Events"]
         assert any(e["Type"] == "Terminated" and e["Signal"] == signal.SIGTERM for e in events), events
         assert (latest_deployment(c, "again") or {}).get("Status") == "successful"
+
+
+def test_dev_down_after_a_crash_stops_the_tasks_it_left(crashable: Any) -> None:
+    from tests.e2e.cli_helpers import run_cli
+
+    dc: Crashable = crashable()
+    with dc.http() as c:
+        assert register(c, web_job("left", count=1)).status_code == 200
+        [alloc] = wait_until(lambda: running_allocs(c, "left"), 60, "task running")
+    handle = task_handle(dc, alloc["ID"], "web")
+    assert handle is not None
+    addr = dc.addr
+    dc.kill9()
+    assert task_handles.is_same_process(handle.pid, handle.pid_start)
+    res = run_cli(["dev", "down", "--state-dir", str(dc.state_dir)], addr, timeout=60)
+    assert res.code == 0, res.text
+    assert "devcluster is not running" in res.out and f"[{handle.pgid}]" in res.out, res.out
+    assert not task_handles.is_same_process(handle.pid, handle.pid_start)
+    assert not executors_alive(dc)
