@@ -273,7 +273,8 @@ def test_task_that_died_while_down_is_restarted_by_its_restart_policy(crashable:
         assert any(e["Type"] == "Terminated" and e["Signal"] == 9 for e in events), events
         assert any(e["Type"] == "Restarting" for e in events)
         new = task_handle(dc, alloc["ID"], "web")
-        assert new is not None and new.pid != handle.pid and serves(c, again[0])
+        assert new is not None and new.pid != handle.pid
+        wait_until(lambda: serves(c, again[0]), 30, "the restarted task serving")
 
 
 def test_task_that_cannot_be_reattached_is_failed_and_rescheduled(crashable: Any) -> None:
@@ -342,7 +343,8 @@ def test_dev_down_then_up_brings_the_same_allocations_back(crashable: Any) -> No
     with dc.http() as c:
         [again] = wait_until(lambda: [a for a in running_allocs(c, "again")
                                       if a["TaskStates"]["web"]["Restarts"] == 1], 60, "task restarted in place")
-        assert again["ID"] == alloc["ID"] and serves(c, again)
+        assert again["ID"] == alloc["ID"]
+        wait_until(lambda: serves(c, again), 30, "the restarted task serving")
         events = again["TaskStates"]["web"]["Events"]
         assert any(e["Type"] == "Terminated" and e["Signal"] == signal.SIGTERM for e in events), events
         assert (latest_deployment(c, "again") or {}).get("Status") == "successful"
