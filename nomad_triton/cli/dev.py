@@ -8,7 +8,7 @@ import typer
 
 from nomad_triton.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, JSON_OPT, emit_json, fail
 from nomad_triton.devcluster.config import ConfigError, load_config
-from nomad_triton.devcluster.launcher import LaunchError, find, start, stop
+from nomad_triton.devcluster.launcher import LaunchError, find, start, stop, stop_orphans
 
 STATE_DIR_OPT = typer.Option(Path(".devcluster"), "--state-dir", help="Allocations, logs, tokens, pidfile.")
 
@@ -55,10 +55,13 @@ def down(
     """Stop devcluster and every task process it started."""
     result = stop(state_dir, timeout_s=timeout)
     if result is None:
+        orphans = stop_orphans(state_dir)  # tasks of a devcluster that crashed: nothing owns them now
         if as_json:
-            emit_json({"running": False, "stopped": False})
+            emit_json({"running": False, "stopped": False, "killed_orphan_groups": orphans})
         else:
             print("devcluster is not running")
+            if orphans:
+                print(f"stopped {len(orphans)} task process group(s) left by a devcluster that died: {orphans}")
         return
     if result["remaining_groups"]:
         fail(f"process groups still alive after stop: {result['remaining_groups']}", EXIT_FAILED, as_json)

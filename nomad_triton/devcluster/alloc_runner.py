@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,10 +22,12 @@ from typing import TYPE_CHECKING, Any
 from nomad_triton.devcluster import artifacts
 from nomad_triton.devcluster import checks as chk
 from nomad_triton.devcluster import driver_raw_exec as drv
+from nomad_triton.devcluster import task_handles as th
 
 if TYPE_CHECKING:  # pragma: no cover
     from nomad_triton.devcluster.runtime import Runtime
 
+log = logging.getLogger(__name__)
 NS = 1_000_000_000
 ZERO_TIME = "0001-01-01T00:00:00Z"
 
@@ -69,6 +72,13 @@ def task_event(kind: str, display: str, **extra: Any) -> dict[str, Any]:
     return ev
 
 
+def terminated_event(code: int) -> dict[str, Any]:
+    """Nomad's "Terminated" task event for an exit code (negative = killed by that signal)."""
+    sig = -code if code < 0 else 0
+    msg = f"Exit Code: {max(code, 0)}" + (f", Signal: {sig}" if sig else "")
+    return task_event("Terminated", msg, ExitCode=max(code, 0), Signal=sig)
+
+
 def new_task_state() -> dict[str, Any]:
     return {"State": "pending", "Failed": False, "Restarts": 0, "LastRestart": ZERO_TIME,
             "StartedAt": ZERO_TIME, "FinishedAt": ZERO_TIME, "Events": []}
@@ -109,8 +119,9 @@ class RestartTracker:
 class TaskRunner:
     """Runs one task until it fails for good or is killed."""
 
-    def __init__(self, ar: AllocRunner, task: dict[str, Any]) -> None:
+    def __init__(self, ar: AllocRunner, task: dict[str, Any], restore: bool = False) -> None:
         self.ar, self.task, self.name = ar, task, task["Name"]
+        self.restore = restore  # pick up the run of an earlier devcluster process first
         self.proc: drv.TaskProcess | None = None
         self.killed = asyncio.Event()
         self.failed = False
@@ -150,7 +161,10 @@ class TaskRunner:
         alloc = ar.alloc()
         task = self.task
         env = drv.build_env(alloc=alloc, task=task, node=ar.node, alloc_dir=ar.dir, region=ar.rt.region)
-        if task.get("Artifacts") and not await self._artifacts(env):
+        # artifacts are fetched once, before the first start: a task picked up after a devcluster
+        # restart already has them (and may be reading them)
+        started_before = self.restore and self._state().get("State") in ("running", "dead")
+        if task.get("Artifacts") and not started_before and not await self._artifacts(env):
             return
         try:
             for tmpl in task.get("Templates") or []:
@@ -175,34 +189,48 @@ class TaskRunner:
         args = [drv.interpolate(str(a), env, ar.node) for a in cfg.get("args") or []]
         tracker = RestartTracker(task.get("RestartPolicy") or ar.tg.get("RestartPolicy") or {})
         logs = ar.dir / "alloc" / "logs"
-        restarts = 0
+        handle_file, exit_file = th.handle_paths(ar.dir, self.name)
+        restarts = int(self._state().get("Restarts") or 0)
         exit_code: int | None = None
-        while not self.killed.is_set():
+        seed = self._restore(handle_file, exit_file) if self.restore else None
+        if seed == "dead":
+            return
+        while seed is not None or not self.killed.is_set():
             exit_code = None
-            self.proc = drv.TaskProcess(command, args, env, ar.dir / self.name,
-                                        logs / f"{self.name}.stdout.0", logs / f"{self.name}.stderr.0")
-            try:
-                if not command:
-                    raise OSError("missing command in raw_exec config")
-                await self.proc.start()
-            except OSError as exc:
-                self.proc = None
-                self._patch("pending", task_event("Driver Failure", f"failed to launch command with executor: {exc}",
-                                                  DriverError=str(exc)))
+            if isinstance(seed, int):  # the task ended while devcluster was down (event recorded)
+                exit_code, seed = seed, None
             else:
-                self._patch("running", task_event("Started", "Task started by client"), StartedAt=rfc3339())
-                waiter = asyncio.ensure_future(self.proc.wait())
-                killer = asyncio.ensure_future(self.killed.wait())
-                await asyncio.wait({waiter, killer}, return_when=asyncio.FIRST_COMPLETED)
-                if not waiter.done():
+                if isinstance(seed, drv.TaskProcess):
+                    self.proc, seed = seed, None
+                else:
+                    self.proc = drv.TaskProcess(command, args, env, ar.dir / self.name,
+                                                logs / f"{self.name}.stdout.0", logs / f"{self.name}.stderr.0",
+                                                handle_file, exit_file, self.name)
+                    try:
+                        if not command:
+                            raise OSError("missing command in raw_exec config")
+                        await self.proc.start()
+                    except OSError as exc:
+                        self.proc = None
+                        self._patch("pending", task_event("Driver Failure",
+                                                          f"failed to launch command with executor: {exc}",
+                                                          DriverError=str(exc)))
+                    else:
+                        self._patch("running", task_event("Started", "Task started by client"), StartedAt=rfc3339())
+                if self.proc is not None:
+                    waiter = asyncio.ensure_future(self.proc.wait())
+                    killer = asyncio.ensure_future(self.killed.wait())
+                    await asyncio.wait({waiter, killer}, return_when=asyncio.FIRST_COMPLETED)
+                    if not waiter.done():
+                        killer.cancel()
+                        await self._kill(waiter)
+                        if not self.ar.rt.closing:  # devcluster going down: the next start reads the exit
+                            handle_file.unlink(missing_ok=True)
+                        return
                     killer.cancel()
-                    await self._kill(waiter)
-                    return
-                killer.cancel()
-                code = exit_code = waiter.result()
-                sig = -code if code < 0 else 0
-                msg = f"Exit Code: {max(code, 0)}" + (f", Signal: {sig}" if sig else "")
-                self._patch(None, task_event("Terminated", msg, ExitCode=max(code, 0), Signal=sig))
+                    exit_code = waiter.result()
+                    self._patch(None, terminated_event(exit_code))
+                    handle_file.unlink(missing_ok=True)  # the run is over and recorded
             if self.killed.is_set():
                 self._patch("dead", task_event("Killed", "Task successfully killed"), FinishedAt=rfc3339())
                 return
@@ -245,6 +273,44 @@ class TaskRunner:
             await drv.wait_event(self.killed, delay)
         return False
 
+    def _state(self) -> dict[str, Any]:
+        return (self.ar.alloc().get("TaskStates") or {}).get(self.name) or {}
+
+    def _restore(self, handle_file: Path, exit_file: Path) -> drv.TaskProcess | int | str | None:
+        """Pick up this task after a devcluster restart (the recovery rules in devcluster-runtime.md).
+
+        Returns "dead" (finished before: nothing to do), a re-attached process, the exit code of
+        a run that ended while devcluster was down (its Terminated event is recorded here), or
+        None (never started: start it).
+        """
+        state = self._state()
+        if state.get("State") == "dead":
+            return "dead"
+        handle = th.load_handle(handle_file)
+        if handle is not None and handle.executor_alive():
+            proc = drv.ReattachedProcess(handle, exit_file)
+            if proc.attach():
+                log.info("devcluster: re-attached to task %s of alloc %s (pid %d)", self.name, self.ar.alloc_id,
+                         handle.pid)
+                if state.get("State") != "running":  # it started, but that was not recorded yet
+                    self._patch("running", task_event("Started", "Task started by client"), StartedAt=rfc3339())
+                return proc
+        if handle is None:
+            if state.get("State") != "running":
+                return None  # never started (or its executor was stopped before it reported)
+            self._patch(None, task_event("Terminated", "Task's process was not found after devcluster restarted",
+                                         ExitCode=0, Signal=int(signal.SIGKILL)))
+            return -int(signal.SIGKILL)
+        th.kill_group(handle.pgid, handle.executor_start)  # leftovers of a task whose executor is gone
+        status = th.read_exit(exit_file)
+        code = (-status[1] if status[1] else status[0]) if status is not None else -int(signal.SIGKILL)
+        event = terminated_event(code)
+        if status is None:
+            event["DisplayMessage"] = "Task's executor ended while devcluster was down (exit status unknown)"
+        self._patch(None, event)
+        handle_file.unlink(missing_ok=True)
+        return code
+
     async def _kill(self, waiter: asyncio.Future[int]) -> None:
         timeout = float(self.task.get("KillTimeout") or 5 * NS) / NS
         self._patch(None, task_event("Killing", f"Sent interrupt. Waiting {go_duration(timeout)} before force killing",
@@ -258,8 +324,9 @@ class TaskRunner:
 class AllocRunner:
     """Runs one allocation: tasks, service registrations, checks and deployment health."""
 
-    def __init__(self, rt: Runtime, alloc_id: str) -> None:
+    def __init__(self, rt: Runtime, alloc_id: str, restore: bool = False) -> None:
         self.rt, self.alloc_id = rt, alloc_id
+        self.restore = restore  # an allocation of an earlier devcluster process: re-attach first
         a = self.alloc()
         self.node = rt.store.get("nodes", a["NodeID"]) or {"ID": a["NodeID"], "Name": a.get("NodeName", "")}
         self.dir: Path = rt.state_dir / "allocs" / alloc_id
@@ -309,8 +376,10 @@ class AllocRunner:
                                 task_event("Task Setup", "Building Task Directory",
                                            Message="Building Task Directory")]
 
-        self.rt.patch_alloc(self.alloc_id, init)
-        self.tasks = [TaskRunner(self, t) for t in tg.get("Tasks") or []]
+        restoring = self.restore and bool(self.alloc().get("TaskStates"))
+        if not restoring:
+            self.rt.patch_alloc(self.alloc_id, init)
+        self.tasks = [TaskRunner(self, t, restore=restoring) for t in tg.get("Tasks") or []]
         if self.stopping:
             for t in self.tasks:
                 t.killed.set()

@@ -34,7 +34,7 @@ import ipaddress
 import tomllib
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -97,6 +97,9 @@ class ServerConfig(_Strict):
     event_heartbeat_s: float = Field(default=10.0, gt=0)
     # Default namespace always exists; these are extra ones (`?namespace=` on every endpoint).
     namespaces: list[str] = Field(default_factory=list)
+    # How durable the state file under the state dir is (state_db.py): "process" survives a killed
+    # devcluster, "power" also an OS crash (fsync per commit), "none" keeps state in memory only.
+    durability: Literal["process", "power", "none"] = "process"
 
     @field_validator("bind")
     @classmethod

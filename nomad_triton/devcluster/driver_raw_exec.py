@@ -2,7 +2,9 @@
 
 Why a process group: tasks such as PyTriton fork children (tritonserver, python-backend stubs)
 that survive their parent when only the parent is signalled. Nomad's executor kills the whole
-tree; devcluster signals the group (start_new_session=True makes pid == pgid).
+tree; devcluster signals the group. Each task runs under a small executor process (executor.py)
+that leads the group (start_new_session=True makes its pid the pgid), outlives devcluster and
+records the task's exit status, so a restarted devcluster can re-attach (task_handles.py).
 
 The task environment is what Nomad's client builds (taskenv): the task's `env` block plus
 NOMAD_* variables for the allocation, task, resources and ports, plus PATH from the devcluster
@@ -16,8 +18,11 @@ import contextlib
 import os
 import re
 import signal
+import sys
 from pathlib import Path
 from typing import Any
+
+from nomad_triton.devcluster import task_handles as th
 
 _VAR = re.compile(r"\$\{([^}]+)\}")
 _BAD_ENV = re.compile(r"[^A-Za-z0-9_]")
@@ -180,55 +185,176 @@ def killpg_quiet(pgid: int, sig: int) -> None:
 
 
 class TaskProcess:
-    """One run of a task's command. `start()`, then `wait()`; `stop()` signals the group."""
+    """One run of a task's command under its executor (executor.py), in the executor's group.
+
+    `start()`, then `wait()`; `stop()` signals the group. The executor leads the group and
+    outlives devcluster, so the task survives a devcluster crash; its stdout/stderr are files in
+    the alloc dir, not pipes of ours. Once the executor reported the task's pid, the handle
+    (executor pid + start time, task pid + start time) is saved for re-attaching after a restart.
+    """
 
     def __init__(self, command: str, args: list[str], env: dict[str, str], cwd: Path, stdout: Path,
-                 stderr: Path) -> None:
+                 stderr: Path, handle_file: Path | None = None, exit_file: Path | None = None,
+                 task: str = "") -> None:
         self.command, self.args, self.env, self.cwd = command, args, env, cwd
         self.stdout_path, self.stderr_path = stdout, stderr
+        self.handle_file = handle_file or cwd / th.HANDLE_DIR / "task.json"
+        self.exit_file = exit_file or self.handle_file.with_name(self.handle_file.stem + ".exit.json")
+        self.task = task
         self.proc: asyncio.subprocess.Process | None = None
-        self.pgid = 0
+        self.pgid = 0  # the executor's pid (it runs in a new session)
+        self.pid = 0  # the task's own pid
+        self.handle: th.TaskHandle | None = None
 
     async def start(self) -> int:
+        """Start executor + task; OSError (e.g. command not found) if the task could not start."""
+        self.exit_file.parent.mkdir(parents=True, exist_ok=True)
+        read_fd, write_fd = os.pipe()
         out = open(self.stdout_path, "ab")  # noqa: SIM115 - handed to the child, closed below
         err = open(self.stderr_path, "ab")  # noqa: SIM115
         try:
             self.proc = await asyncio.create_subprocess_exec(
-                self.command, *self.args, cwd=str(self.cwd), env=self.env, stdin=asyncio.subprocess.DEVNULL,
-                stdout=out, stderr=err, start_new_session=True,
+                sys.executable, "-I", "-S", th.EXECUTOR_SCRIPT, str(write_fd), str(self.exit_file),
+                cwd=str(self.cwd), env=self.env, stdin=asyncio.subprocess.PIPE,
+                stdout=out, stderr=err, start_new_session=True, pass_fds=(write_fd,),
             )
+        except BaseException:
+            os.close(read_fd)
+            raise
         finally:
+            os.close(write_fd)
             out.close()
             err.close()
         self.pgid = self.proc.pid
-        return self.proc.pid
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(b"\0".join(os.fsencode(a) for a in [self.command, *self.args]))
+        with contextlib.suppress(ConnectionError):
+            await self.proc.stdin.drain()
+        self.proc.stdin.close()
+        report = await asyncio.to_thread(_read_report, read_fd)
+        kind, _, rest = report.partition(" ")
+        if kind != "ok":
+            await self.proc.wait()
+            errno_text, _, text = rest.partition(" ")
+            if kind == "error" and errno_text.lstrip("-").isdigit():
+                raise OSError(int(errno_text), text)
+            raise OSError(f"executor failed to start the task ({report or 'no report'})")
+        self.pid = int(rest)
+        self.handle = th.TaskHandle(self.task, self.pgid, th.start_time(self.pgid) or 0, self.pid,
+                                    th.start_time(self.pid) or 0)
+        self.handle.save(self.handle_file)
+        return self.pid
+
+    def _leader_done(self) -> bool:
+        return self.proc is None or self.proc.returncode is not None
+
+    async def _wait_leader(self) -> int:
+        assert self.proc is not None
+        return await self.proc.wait()
 
     async def wait(self) -> int:
         """Exit code (negative = killed by that signal). Reaps leftovers of the group afterwards."""
-        assert self.proc is not None
-        code = await self.proc.wait()
+        code = await self._wait_leader()
         await self.reap_group(grace_s=0.5)
         return code
+
+    def _signal_group(self, sig: int) -> None:
+        if self.handle is not None:
+            th.kill_group(self.pgid, self.handle.executor_start, sig)
+        elif self.pgid:
+            killpg_quiet(self.pgid, sig)
 
     async def reap_group(self, grace_s: float) -> None:
         """The leader is gone; give the rest of the group `grace_s`, then SIGKILL it."""
         if not self.pgid or not group_alive(self.pgid):
             return
-        killpg_quiet(self.pgid, signal.SIGTERM)
+        self._signal_group(signal.SIGTERM)
         deadline = asyncio.get_running_loop().time() + grace_s
         while group_alive(self.pgid) and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.05)
-        killpg_quiet(self.pgid, signal.SIGKILL)
+        self._signal_group(signal.SIGKILL)
 
     async def stop(self, sig: int, timeout_s: float) -> None:
         """Send `sig` to the group; SIGKILL the group if the leader outlives `timeout_s`."""
-        if self.proc is None or self.proc.returncode is not None:
+        if self._leader_done():
             if self.pgid:
-                killpg_quiet(self.pgid, signal.SIGKILL)
+                self._signal_group(signal.SIGKILL)
             return
-        killpg_quiet(self.pgid, sig)
-        waiter = asyncio.ensure_future(self.proc.wait())
+        self._signal_group(sig)
+        waiter = asyncio.ensure_future(self._wait_leader())
         if not await wait_done(waiter, max(0.05, timeout_s)):
-            killpg_quiet(self.pgid, signal.SIGKILL)
+            self._signal_group(signal.SIGKILL)
             await wait_done(waiter, 5)
-        killpg_quiet(self.pgid, signal.SIGKILL)
+        self._signal_group(signal.SIGKILL)
+
+
+def _read_report(fd: int) -> str:
+    """The executor's one status line (`ok <pid>` / `error <errno> <text>`); "" if it died first."""
+    chunks = []
+    with os.fdopen(fd, "rb") as fh:
+        while True:
+            chunk = fh.read1(4096)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            if b"\n" in chunk:
+                break
+    return b"".join(chunks).decode(errors="replace").strip()
+
+
+class ReattachedProcess(TaskProcess):
+    """A task started by an earlier devcluster process, found again through its handle.
+
+    Not our child, so its end is seen through a pidfd on the executor (Linux 5.3+, polling
+    /proc otherwise) and its exit status read from the file the executor wrote.
+    """
+
+    def __init__(self, handle: th.TaskHandle, exit_file: Path) -> None:
+        super().__init__("", [], {}, exit_file.parent, Path(os.devnull), Path(os.devnull), exit_file=exit_file,
+                         task=handle.task)
+        self.handle = handle
+        self.pgid, self.pid = handle.executor_pid, handle.pid
+        self._done: asyncio.Future[None] | None = None
+
+    def attach(self) -> bool:
+        """Watch the executor; False if it is not the process the handle names (gone or recycled)."""
+        loop = asyncio.get_running_loop()
+        self._done = loop.create_future()
+        assert self.handle is not None
+        try:
+            fd = os.pidfd_open(self.pgid)
+        except (AttributeError, OSError):
+            if not self.handle.executor_alive():
+                return False
+            self._done = asyncio.ensure_future(self._poll_gone())  # type: ignore[assignment]
+            return True
+        if not self.handle.executor_alive():  # checked after opening: the pidfd is the right process
+            os.close(fd)
+            return False
+        done = self._done
+
+        def on_exit() -> None:
+            loop.remove_reader(fd)
+            os.close(fd)
+            if not done.done():
+                done.set_result(None)
+
+        loop.add_reader(fd, on_exit)
+        return True
+
+    async def _poll_gone(self) -> None:
+        assert self.handle is not None
+        while self.handle.executor_alive():
+            await asyncio.sleep(0.2)
+
+    def _leader_done(self) -> bool:
+        return self._done is None or self._done.done()
+
+    async def _wait_leader(self) -> int:
+        assert self._done is not None
+        await asyncio.shield(self._done)
+        status = th.read_exit(self.exit_file)
+        if status is None:  # killed with its executor (SIGKILL to the group): no status written
+            return -signal.SIGKILL
+        code, sig = status
+        return -sig if sig else code

@@ -3,7 +3,8 @@
 Why here and not in the CLI: the e2e fixture and the benchmarks must start and stop devcluster
 exactly as users do. Guarantees: devcluster runs in its own session/process group; startup waits
 with a deadline for `/v1/status/leader`; stop sends SIGTERM (graceful: the runtime stops its
-tasks), then kills every process group the cluster had started (found through /proc) after a
+tasks), then kills every process group the cluster had started (found through /proc: its
+descendants, and the executors of its state dir, which a restarted cluster re-attached to) after a
 deadline, so no raw_exec task outlives `dev down`.
 """
 
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import httpx
 
+from . import task_handles
 from .server import MGMT_TOKEN_FILE, STATE_FILE
 
 PID_FILE = "devcluster.pid"
@@ -172,8 +174,14 @@ def start(
     raise LaunchError(f"devcluster did not answer within {timeout_s:.0f}s (log: {log_path})")
 
 
-def _stop_pid(pid: int, timeout_s: float) -> dict[str, object]:
-    groups = descendant_groups(pid)
+def task_groups(state_dir: Path) -> set[int]:
+    """Process groups of the raw_exec tasks of `state_dir` (led by their executors), including
+    tasks a restarted devcluster re-attached to, which are not its descendants."""
+    return set(task_handles.executors_of(state_dir))
+
+
+def _stop_pid(pid: int, timeout_s: float, state_dir: Path | None = None) -> dict[str, object]:
+    groups = descendant_groups(pid) | (task_groups(state_dir) if state_dir is not None else set())
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
@@ -202,6 +210,21 @@ def _stop_pid(pid: int, timeout_s: float) -> dict[str, object]:
             "remaining_groups": sorted(live_groups(groups))}
 
 
+def stop_orphans(state_dir: Path, timeout_s: float = 5.0) -> list[int]:
+    """Kill the task process groups of `state_dir` when no devcluster runs from it (it crashed
+    and was not restarted); returns the groups killed. A running devcluster owns them instead."""
+    state_dir = state_dir.resolve()
+    if find(state_dir) is not None:
+        return []
+    found = task_handles.executors_of(state_dir)
+    for pgid, (started, _) in found.items():
+        task_handles.kill_group(pgid, started)
+    deadline = time.monotonic() + timeout_s
+    while live_groups(set(found)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return sorted(found)
+
+
 def stop(state_dir: Path, timeout_s: float = 20.0) -> dict[str, object] | None:
     """Stop the devcluster of `state_dir`; None if none was running."""
     state_dir = state_dir.resolve()
@@ -209,11 +232,11 @@ def stop(state_dir: Path, timeout_s: float = 20.0) -> dict[str, object] | None:
     if pid is None or not _alive(pid):
         (state_dir / PID_FILE).unlink(missing_ok=True)
         return None
-    result = _stop_pid(pid, timeout_s)
+    result = _stop_pid(pid, timeout_s, state_dir)
     for name in (PID_FILE, STATE_FILE):
         (state_dir / name).unlink(missing_ok=True)
     return result
 
 
 __all__ = ["LaunchError", "MGMT_TOKEN_FILE", "Running", "descendant_groups", "find", "live_groups", "start",
-           "stop"]
+           "stop", "stop_orphans", "task_groups"]

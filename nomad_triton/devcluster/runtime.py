@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import logging
 import random
 import socket
 import time
@@ -30,6 +31,7 @@ from typing import Any
 import httpx
 
 from nomad_triton.devcluster import scheduler as sched
+from nomad_triton.devcluster import task_handles as th
 from nomad_triton.devcluster.alloc_runner import AllocRunner, rfc3339
 from nomad_triton.devcluster.deployments import (
     ACTIVE,
@@ -44,6 +46,7 @@ from nomad_triton.devcluster.feasibility import alloc_is_terminal
 from nomad_triton.devcluster.reconcile import ALLOC_RESCHEDULED
 from nomad_triton.devcluster.store import Store
 
+log = logging.getLogger(__name__)
 NS = 1_000_000_000
 SERVER_FIELDS = ("Status", "StatusDescription", "Stable", "Version", "SubmitTime", "CreateIndex",
                  "ModifyIndex", "JobModifyIndex")
@@ -104,6 +107,7 @@ class Runtime:
         self._seen_evals_index = 0
         self._capacity_freed = False
         self._processing = False
+        self.closing = False  # shutdown() began: task kills are not cluster decisions
 
     # ---- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -113,12 +117,50 @@ class Runtime:
         self._wake = asyncio.Event()
         self._seen_nodes_index = self.store.table_index.get("nodes", 0)
         self._unsub = self.store.subscribe(self._on_change)
+        self._restore()
         self._tasks = [asyncio.ensure_future(self._broker_loop()),
                        asyncio.ensure_future(self._deadline_loop())]
         self._wake.set()
 
+    def _restore(self) -> None:
+        """Take over from an earlier devcluster process of this state dir (see "Crash recovery"
+        in docs/devcluster-runtime.md): re-attach to the tasks of every allocation that is not
+        client-terminal, stop every executor nobody will re-attach to, and drop services of
+        allocations that no longer run. A fresh state dir has nothing to do here."""
+        live = {a["ID"]: a for a in self.store.list("allocs") if a.get("ClientStatus") in ("pending", "running")}
+        for pid, (started, exit_file) in th.executors_of(self.state_dir).items():
+            path = Path(exit_file)
+            alloc_id, task = path.parent.parent.name, path.name.removesuffix(".exit.json")
+            handle = th.load_handle(path.with_name(f"{task}.json"))
+            alloc = live.get(alloc_id)
+            state = ((alloc or {}).get("TaskStates") or {}).get(task) or {}
+            wanted = alloc is not None and state.get("State") != "dead" and handle is not None \
+                and (handle.executor_pid, handle.executor_start) == (pid, started)
+            if not wanted:
+                log.warning("devcluster: stopping task %s of alloc %s (pid %d): nothing to re-attach it to",
+                            task, alloc_id, pid)
+                th.kill_group(pid, started)
+        for svc in list(self.store.list("services")):
+            if svc.get("AllocID") not in live or live[svc["AllocID"]].get("DesiredStatus") != "run":
+                self.deregister_services(svc["AllocID"])
+        for aid, alloc in live.items():
+            runner = AllocRunner(self, aid, restore=True)
+            self.runners[aid] = runner
+            runner.start()
+            if alloc.get("DesiredStatus") != "run":
+                runner.stop()
+        if live:
+            log.warning("devcluster: resumed %d allocation(s) of the previous run", len(live))
+        self._capacity_freed = True
+
     async def shutdown(self) -> None:
-        """Stop every task (kill signal, then SIGKILL) and wait: nothing is left running."""
+        """Stop every task (kill signal, then SIGKILL) and wait: nothing is left running.
+
+        The state file is detached first: stopping tasks because devcluster goes down is not a
+        cluster decision, so the next start finds the allocations as they were and restarts
+        them by the crash-recovery rules (as a Nomad client does after a reboot)."""
+        self.closing = True
+        self.store.detach()
         if self._unsub:
             self._unsub()
             self._unsub = None
@@ -201,7 +243,8 @@ class Runtime:
                 for ev in sorted(due, key=lambda e: e.get("CreateIndex", 0)):
                     current = self.store.get("evals", ev["ID"])
                     if current is not None and current.get("Status") in ("pending", "blocked"):
-                        self.process_eval(copy.deepcopy(current))
+                        with self.store.batch():  # a plan applies atomically, as one raft entry
+                            self.process_eval(copy.deepcopy(current))
                         done += 1
         finally:
             self._processing = False
@@ -429,8 +472,9 @@ class Runtime:
                        "ModifyIndex": self.store.index + 1})
             a["DeploymentStatus"] = ds
 
-        self.patch_alloc(alloc_id, fn)
-        self.watcher.on_alloc_health(dep_id, alloc_id, healthy)
+        with self.store.batch():
+            self.patch_alloc(alloc_id, fn)
+            self.watcher.on_alloc_health(dep_id, alloc_id, healthy)
 
     def on_runner_done(self, alloc_id: str) -> None:
         self.runners.pop(alloc_id, None)
@@ -592,7 +636,8 @@ class Runtime:
         while True:
             await asyncio.sleep(0.1)
             try:
-                self.watcher.check_deadlines()
+                with self.store.batch():
+                    self.watcher.check_deadlines()
             except Exception:  # noqa: BLE001
                 import logging
 

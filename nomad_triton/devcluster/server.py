@@ -32,6 +32,7 @@ from .alloc_runner import rfc3339
 from .api import Ctx, build_app
 from .config import ConfigError, DevclusterConfig, NodeConfig, load_config
 from .feasibility import typed_attribute
+from .state_db import StateOpenError, open_state
 from .store import Store
 
 log = logging.getLogger("devcluster")
@@ -143,12 +144,23 @@ def seed_store(store: Store, config: DevclusterConfig, http_addr: str) -> None:
 
 
 def bootstrap_acl(store: Store, config: DevclusterConfig, state_dir: Path) -> None:
-    """Management token + configured client tokens; SecretIDs go to 0600 files only."""
+    """Management token + configured client tokens; SecretIDs go to 0600 files only.
+
+    A restarted cluster keeps the tokens it already issued (same secrets, files rewritten), as a
+    Nomad server keeps its ACL tokens in raft; only tokens new to the config are minted.
+    """
     if not config.server.acl:
         return
     tokens = [("management", "Bootstrap Token", "management", [], MGMT_TOKEN_FILE)]
     tokens += [(t.name, t.name, t.type, t.policies, f"{t.name}.token") for t in config.acl.tokens]
+    issued = {t.get("Name"): t for t in store.list("acl_tokens")}
     for _, name, typ, policies, filename in tokens:
+        old = issued.get(name)
+        if old is not None:
+            if old.get("Type") != typ or (old.get("Policies") or None) != (list(policies) or None):
+                store.upsert("acl_tokens", old["AccessorID"], dict(old, Type=typ, Policies=list(policies) or None))
+            _write_secret(state_dir / filename, old["SecretID"])
+            continue
         secret = str(uuid.UUID(bytes=secrets.token_bytes(16), version=4))
         tok = {"AccessorID": str(uuid.uuid4()), "SecretID": secret, "Name": name, "Type": typ,
                "Policies": list(policies) or None, "Roles": None, "Global": True,
@@ -162,7 +174,9 @@ def _bind(host: str, port: int) -> socket.socket:
     if not ipaddress.ip_address(host).is_loopback:
         raise ConfigError(f"refusing to listen on {host}: devcluster binds loopback addresses only")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets whose proto says TCP, and without it
+    # every keep-alive answer waits ~40 ms for the client's delayed ACK (Nagle).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(512)
@@ -198,9 +212,14 @@ async def serve(config: DevclusterConfig, state_dir: Path, log_level: str = "war
     host, port = sock.getsockname()[:2]
     addr = f"http://{host}:{port}"
     store = Store()
-    seed_store(store, config, f"{host}:{port}")
-    bootstrap_acl(store, config, state_dir)
+    db = open_state(state_dir, config.server.durability)
+    restored = store.attach(db) if db is not None else False
+    with store.batch():
+        seed_store(store, config, f"{host}:{port}")
+        bootstrap_acl(store, config, state_dir)
     runtime = _load_runtime(store, config)
+    if restored:
+        log.warning("devcluster restored its state from %s (index %d)", db.path if db else "", store.index)
     ctx = Ctx(store=store, config=config, runtime=runtime)
     app = build_app(ctx)
     uv_config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on",
@@ -255,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         asyncio.run(serve(config, Path(args.state_dir).resolve(), args.log_level.lower()))
-    except ConfigError as exc:
+    except (ConfigError, StateOpenError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:

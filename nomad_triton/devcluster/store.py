@@ -8,6 +8,11 @@ Why this shape:
   (`?index=N&wait=..`) and the event stream (`/v1/event/stream?index=N`) are both served from this.
 - Single-threaded: every mutation happens on the asyncio loop that runs the HTTP server and the
   runtime (scheduler, drivers, health checks). No locks; waiters use asyncio primitives.
+- Durable when a `StateDB` is attached (state_db.py): every write is committed to SQLite before
+  anyone can observe it. Outside a batch each write is its own transaction; `with store.batch():`
+  groups the writes of one state change (a register, a plan apply) into one transaction. Events
+  and change notifications are held until the commit, so nothing that was not committed is ever
+  published, answered or acted upon (the HTTP layer flushes before a response starts).
 
 Tables (keys): jobs ((ns, id)), job_versions ((ns, id, version)), evals (id), allocs (id),
 deployments (id), nodes (id), node_pools (name), vars ((ns, path)), acl_tokens (accessor id),
@@ -17,12 +22,16 @@ scaling_events ((ns, job id)) -> list.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import copy
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+from .state_db import StateDB
 
 TABLES = (
     "jobs",
@@ -36,6 +45,7 @@ TABLES = (
     "acl_tokens",
     "scaling_events",
     "services",
+    "var_locks",  # lock holders of variables (ID, TTL, delay): never served, kept for restarts
 )
 
 # Event-stream topic for each table that Nomad publishes events for.
@@ -51,6 +61,24 @@ TOPIC_BY_TABLE = {
 }
 
 EVENT_BUFFER_SIZE = 20_000
+
+
+class _Batch:
+    """An open `Store.batch()`: active for the task that opened it (not for tasks it spawns)."""
+
+    def __init__(self) -> None:
+        self.owner = _current_task()
+        self.active = True
+
+
+def _current_task() -> asyncio.Task[Any] | None:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:  # no running loop (unit tests, startup)
+        return None
+
+
+_BATCH: contextvars.ContextVar[_Batch | None] = contextvars.ContextVar("devcluster_store_batch", default=None)
 
 
 @dataclass(frozen=True)
@@ -89,6 +117,79 @@ class Store:
     events: deque[Event] = field(default_factory=lambda: deque(maxlen=EVENT_BUFFER_SIZE))
     _changed: asyncio.Event | None = None
     _subscribers: list[Callable[[], None]] = field(default_factory=list)
+    db: StateDB | None = None
+    _dirty: dict[tuple[str, Any], None] = field(default_factory=dict)
+    _meta_dirty: bool = False
+    _held_events: list[Event] = field(default_factory=list)
+    _notify_held: bool = False
+
+    # ---- durability ----------------------------------------------------------------------------
+    def attach(self, db: StateDB) -> bool:
+        """Persist to `db` from now on, first loading what it holds; True if it held a cluster."""
+        index, table_index, tables = db.load()
+        self.db = db
+        if index <= 0:
+            self._meta_dirty = True
+            self.flush()
+            return False
+        self.index = max(self.index, index)
+        for t in TABLES:
+            self.tables[t] = tables.get(t, {})
+            self.table_index[t] = max(table_index.get(t, 1), 1)
+        return True
+
+    def detach(self) -> None:
+        """Stop persisting (graceful shutdown: what the runtime does while stopping is not state)."""
+        with contextlib.suppress(Exception):
+            self.flush()
+        db, self.db = self.db, None
+        if db is not None:
+            db.close()
+
+    def _in_batch(self) -> bool:
+        b = _BATCH.get()
+        return b is not None and b.active and b.owner is _current_task()
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group the writes of one state change into one transaction (committed on exit).
+
+        Nested batches join the outermost one. Writes stay visible in memory at once; events and
+        notifications wait for the commit. Only the opening task is batched: tasks it starts
+        write (and commit) on their own.
+        """
+        if self._in_batch():
+            yield
+            return
+        b = _Batch()
+        token = _BATCH.set(b)
+        try:
+            yield
+        finally:
+            b.active = False
+            _BATCH.reset(token)
+            self.flush()
+
+    def flush(self) -> None:
+        """Commit every pending write in one transaction, then publish what it held back."""
+        if self.db is not None and (self._dirty or self._meta_dirty):
+            rows = [(t, k, self.tables[t].get(k)) for (t, k) in self._dirty]
+            self.db.commit(self.index, self.table_index, rows)
+        self._dirty.clear()
+        self._meta_dirty = False
+        if self._held_events:
+            held, self._held_events = self._held_events, []
+            self.events.extend(held)
+        if self._notify_held:
+            self._notify_held = False
+            self._notify_now()
+
+    def _written(self, table: str | None = None, key: Any = None) -> None:
+        if table is not None:
+            self._dirty[(table, key)] = None
+        self._meta_dirty = True
+        if not self._in_batch():
+            self.flush()
 
     # ---- reads -------------------------------------------------------------------------------
     def get(self, table: str, key: Any) -> Any | None:
@@ -104,6 +205,7 @@ class Store:
     # ---- writes ------------------------------------------------------------------------------
     def next_index(self) -> int:
         self.index += 1
+        self._meta_dirty = True
         return self.index
 
     def upsert(
@@ -137,6 +239,7 @@ class Store:
         if event_type:
             self._publish_change(table, key, obj, event_type, event_key, namespace, payload_name, idx, filter_keys)
         self._notify()
+        self._written(table, key)
         return idx
 
     def delete(
@@ -156,6 +259,7 @@ class Store:
         if event_type and obj is not None:
             self._publish_change(table, key, obj, event_type, event_key, namespace, payload_name, idx)
         self._notify()
+        self._written(table, key)
         return idx
 
     def touch(self, table: str, index: int | None = None) -> int:
@@ -163,6 +267,7 @@ class Store:
         idx = index if index is not None else self.next_index()
         self.table_index[table] = idx
         self._notify()
+        self._written()
         return idx
 
     def _publish_change(
@@ -181,7 +286,7 @@ class Store:
         topic = TOPIC_BY_TABLE.get(table)
         if topic is None:
             return
-        self.publish(
+        self._held_events.append(  # released by the flush that commits this write
             Event(
                 topic=topic,
                 type=event_type,
@@ -194,10 +299,16 @@ class Store:
         )
 
     def publish(self, event: Event) -> None:
-        self.events.append(event)
+        """Publish once committed: held back until the current write (or batch) is flushed."""
+        self._held_events.append(event)
+        if not self._in_batch():
+            self.flush()
 
     # ---- change notification -----------------------------------------------------------------
     def _notify(self) -> None:
+        self._notify_held = True
+
+    def _notify_now(self) -> None:
         if self._changed is not None:
             self._changed.set()
             self._changed = None

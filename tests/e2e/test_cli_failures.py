@@ -166,8 +166,10 @@ def test_devcluster_restarted_mid_watch_fails_clearly(devcluster_factory: StartF
         dc.remember_groups()
         stopped = launcher.stop(dc.state_dir, timeout_s=20)
         assert stopped is not None
-        fresh = launcher.start(dc.state_dir, port=dc.port, timeout_s=30)  # same address, empty state
-        dc.pid = fresh.pid
+        # devcluster state is durable: a restart on the same state dir would carry on. Another
+        # (empty) cluster at the same address is what makes the deployment vanish.
+        fresh = launcher.start(tmp_path / "fresh-state", port=dc.port, timeout_s=30)
+        dc.pid, dc.state_dir = fresh.pid, Path(fresh.state_dir)
         code = stop_cli(proc, 90)
     finally:
         kill_cli(proc)

@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import ApiError
 from . import alloc_reads, cluster, events, jobs, scale, scaling_policies, variables
+from .commit import CommitBeforeReply
 from .common import Ctx
 
 log = logging.getLogger("devcluster.api")
@@ -83,6 +84,7 @@ def build_app(ctx: Ctx) -> Starlette:
     app = Starlette(routes=routes, exception_handlers={ApiError: _api_error, HTTPException: _http_error, Exception: _internal_error}, lifespan=lifespan)
     app.state.ctx = ctx
     scaling_policies.install(ctx)
+    app.add_middleware(CommitBeforeReply, store=ctx.store)
     app.add_middleware(RegionCheck, region=ctx.config.server.region)
     return app
 

@@ -55,6 +55,12 @@ class LockTable:
         self.held[key] = lock
         return lock
 
+    def restore(self, key: Any, lock_id: str, ttl_s: float, delay_s: float) -> HeldLock:
+        """Hold `key` for a holder known from before a restart, with a fresh TTL."""
+        lock = HeldLock(lock_id, ttl_s, delay_s, self.clock() + ttl_s)
+        self.held[key] = lock
+        return lock
+
     def renew(self, key: Any, lock_id: str) -> HeldLock | None:
         lock = self.holder(key)
         if lock is None or lock.id != lock_id:

@@ -20,7 +20,7 @@ from starlette.routing import Route
 from ..errors import ApiError
 from ..store import Event
 from .common import Ctx, blocking_reply, format_duration, now_ns, parse_duration, read_json, reply
-from .locks import MAX_TTL_S, MIN_TTL_S, LockTable
+from .locks import MAX_TTL_S, MIN_TTL_S, HeldLock, LockTable
 
 META_KEYS = ("Namespace", "Path", "CreateIndex", "ModifyIndex", "CreateTime", "ModifyTime", "Lock")
 
@@ -30,7 +30,23 @@ def _ctx(request: Request) -> Ctx:
 
 
 def locks(ctx: Ctx) -> LockTable:
-    return ctx.extras.setdefault("locks", LockTable())
+    """The lock table; after a restart it is rebuilt from the stored holders with a full TTL
+    (as Nomad restarts its lock TTL timers when a new leader takes over)."""
+    table = ctx.extras.get("locks")
+    if table is None:
+        table = ctx.extras["locks"] = LockTable()
+        for key, held in ctx.store.tables["var_locks"].items():
+            table.restore(key, held["ID"], float(held["TTL"]), float(held["LockDelay"]))
+    return table
+
+
+def _remember_lock(ctx: Ctx, key: tuple[str, str], lock: HeldLock | None, idx: int) -> None:
+    """Keep the holder in the store (same transaction as the variable) so a restart keeps it."""
+    if lock is None:
+        ctx.store.delete("var_locks", key, index=idx)
+    else:
+        ctx.store.upsert("var_locks", key, {"ID": lock.id, "TTL": lock.ttl_s, "LockDelay": lock.delay_s},
+                         index=idx)
 
 
 def metadata(var: dict[str, Any]) -> dict[str, Any]:
@@ -147,6 +163,7 @@ async def var_item(request: Request) -> Response:
         var = _merged(existing, ns, path, body.get("Items"))
         var["Lock"] = {"TTL": format_duration(ttl), "LockDelay": format_duration(delay)}
         idx = _write(ctx, key, var, "VariableUpserted")
+        _remember_lock(ctx, key, lock, idx)
         out = copy.deepcopy(var)
         out["Lock"]["ID"] = lock.id
         return reply(out, idx)
@@ -164,6 +181,7 @@ async def var_item(request: Request) -> Response:
         var.pop("Lock", None)
         var["ModifyTime"] = now_ns()
         idx = _write(ctx, key, var, "VariableUpserted")
+        _remember_lock(ctx, key, None, idx)
         return reply(var, idx)
 
     items = body.get("Items")
@@ -197,12 +215,17 @@ async def expire_locks_forever(ctx: Ctx, poll_s: float = 1.0) -> None:
         nxt = table.next_expiry()
         delay = poll_s if nxt is None else max(0.01, min(poll_s, nxt - table.clock()))
         await asyncio.sleep(delay)
-        for key in table.expire():
+        table.expire()
+        # every lock no longer held (expired here or lazily by a request) leaves the variable
+        for key in [k for k in ctx.store.tables["var_locks"] if k not in table.held]:
             var = ctx.store.get("vars", key)
-            if var is not None and "Lock" in var:
-                var = copy.deepcopy(var)
-                var.pop("Lock", None)
-                _write(ctx, key, var, "VariableUpserted")
+            with ctx.store.batch():
+                if var is not None and "Lock" in var:
+                    var = copy.deepcopy(var)
+                    var.pop("Lock", None)
+                    _remember_lock(ctx, key, None, _write(ctx, key, var, "VariableUpserted"))
+                elif key in ctx.store.tables["var_locks"]:
+                    _remember_lock(ctx, key, None, ctx.store.next_index())
 
 
 ROUTES = [
