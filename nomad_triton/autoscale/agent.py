@@ -312,9 +312,11 @@ class Agent:
     async def _hold_lock(self) -> None:
         assert self.lock is not None
         period = min(1.0, self.lock.ttl_s / 6)
+        announced: bool | None = None
         while True:
             leading = bool(await asyncio.to_thread(self.lock.ensure))
-            if leading != self.leading:
+            if leading != announced:
+                announced = leading
                 log_event("leader" if leading else "standby", path=self.lock.path)
                 now = time.monotonic()
                 for r in self.runners.values():

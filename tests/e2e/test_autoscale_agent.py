@@ -1,0 +1,169 @@
+"""`autoscale agent` end to end on devcluster with real PyTriton: one agent, every job, two agents for HA.
+
+Three jobs, each a real `nomad-triton serve`: two sleepy-model jobs under load
+(examples/loadgen.py, see test_autoscale_triton for the model) and the shipped CPU example
+(jobs/cpu-example.toml) left idle. Two agent processes run the real CLI; they find all three
+through Nomad's scaling policies (the jobs are registered after the agents started), the lock
+holder scales both loaded jobs at once and never the idle one, a disabled and a stopped job are
+picked up without a restart, and after `kill -9` of the holder the standby takes over within the
+lock TTL and brings the loaded jobs back to their minimum. Nothing is faked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from nomad_triton.nomad.client import NomadClient
+from nomad_triton.render import render_job
+from nomad_triton.server.testing import free_ports
+from nomad_triton.spec import load_spec
+from tests.e2e.cli_helpers import BIN, ROOT, kill_cli, start_cli, stop_cli, wait_for_text
+from tests.e2e.conftest import Devcluster, wait_until
+from tests.e2e.test_autoscale_triton import _settled, desired, ours, start_loadgen, stop_loadgen, write_spec
+
+pytestmark = pytest.mark.e2e
+LOCK_TTL = 10
+
+
+def register(client: NomadClient, spec_path: Path, sets: list[str] | None = None) -> str:
+    spec = load_spec(spec_path, sets=sets or [])
+    client.register(client.parse_hcl(render_job(spec)))
+    return spec.name
+
+
+def agent_cli(dc: Devcluster, port: int, log: Path) -> Any:
+    return start_cli(["autoscale", "agent", "--listen", f"127.0.0.1:{port}", "--lock-ttl", str(LOCK_TTL),
+                      "--json"], dc.addr, log)
+
+
+def events(log: Path, name: str) -> list[dict[str, Any]]:
+    out = []
+    for line in log.read_text().splitlines():
+        if line.startswith('{"') and f'"event": "{name}"' in line:
+            out.append(json.loads(line))
+    return out
+
+
+def scrape(port: int) -> dict[str, float]:
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("nomad_triton_agent_"):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
+
+
+def series(metrics: dict[str, float], name: str, job: str, **labels: str) -> float | None:
+    """The value of `name` for `job` (and any extra labels); None when the agent exports none."""
+    for key, value in metrics.items():
+        if key.startswith(f"nomad_triton_agent_{name}{{") and f'job="{job}"' in key \
+                and all(f'{k}="{v}"' in key for k, v in labels.items()):
+            return value
+    return None
+
+
+def consistent(job_events: list[dict[str, Any]]) -> None:
+    """Each of our scale actions starts from the count the previous one set: none doubled or lost."""
+    for prev, cur in zip(job_events, job_events[1:], strict=False):
+        assert cur["Meta"]["nomad_triton.from"] == prev["Count"], (prev, cur)
+
+
+def test_agent_scales_loaded_jobs_not_idle_follows_policies_and_hands_over(devcluster: Devcluster,
+                                                                          tmp_path: Path) -> None:
+    client = NomadClient.from_env(address=devcluster.addr, token=devcluster.token)
+    ports = free_ports(2)
+    logs = [tmp_path / "agent-a.log", tmp_path / "agent-b.log"]
+    procs = []
+    loads: list[tuple[Any, Path]] = []
+    try:
+        procs.append(agent_cli(devcluster, ports[0], logs[0]))
+        wait_for_text(logs[0], '"event": "leader"', 30)
+        procs.append(agent_cli(devcluster, ports[1], logs[1]))
+        wait_for_text(logs[1], '"event": "standby"', 30)
+
+        # Jobs registered while the agents run: picked up from Nomad's policies, no restart.
+        busy = [register(client, write_spec(tmp_path, j)) for j in ("sleepy-a", "sleepy-b")]
+        idle = register(client, ROOT / "jobs" / "cpu-example.toml",
+                        [f"driver.command={BIN / 'nomad-triton'}"])
+        for job in (*busy, idle):
+            wait_until(lambda job=job: _settled(client, job), 120, f"{job}: first deployment successful", 0.5)
+        for log in logs:
+            wait_until(lambda log=log: {e["target"] for e in events(log, "target_added")}
+                       == {f"default/{j}/triton" for j in (*busy, idle)}, 10, f"{log.name}: three targets")
+
+        loads = [(start_loadgen(devcluster, job, tmp_path / f"load-{job}.log"), tmp_path / f"load-{job}.log")
+                 for job in busy]
+        t0 = time.monotonic()
+        wait_until(lambda: all(desired(client, j) >= 2 for j in busy), 40, "both loaded jobs scaled out", 0.3)
+        both_up = time.monotonic() - t0
+        assert desired(client, idle) == 1 and not ours(client, idle)
+
+        leader, standby = scrape(ports[0]), scrape(ports[1])
+        assert leader["nomad_triton_agent_leader"] == 1 and standby["nomad_triton_agent_leader"] == 0
+        for job in busy:
+            assert (series(leader, "scale_requests_total", job, result="ok") or 0) >= 1, job
+            assert series(standby, "scale_requests_total", job, result="ok") is None, job
+            up = ours(client, job)[0]
+            assert up["Message"].startswith("nomad-triton: scale up 1 -> ") and up["Meta"]["nomad_triton.to"] >= 2
+        # The idle job is evaluated on its interval (1 s) like the others, and held.
+        assert (series(leader, "decisions_total", idle, direction="none") or 0) >= 3
+        assert series(leader, "scale_requests_total", idle, result="ok") is None
+        assert series(leader, "last_evaluation_age_seconds", idle) < 3 * 1.0
+        assert httpx.get(f"http://127.0.0.1:{ports[0]}/healthz", timeout=5).status_code == 200
+
+        # Disable the idle job's policy (scaling { enabled = false }): still known, no longer evaluated.
+        job = client.job(idle)
+        job["TaskGroups"][0]["Scaling"]["Enabled"] = False
+        client.register(job)
+        wait_until(lambda: any(e["target"] == f"default/{idle}/triton" and e["enabled"] is False
+                               for e in events(logs[0], "target_changed")), 10, "disabled policy picked up")
+        wait_until(lambda: series(scrape(ports[0]), "target_enabled", idle) == 0, 5, "target_enabled 0")
+        assert series(scrape(ports[0]), "last_evaluation_age_seconds", idle) is None
+        # Stop it: Nomad drops a stopped job's policy, and the agent drops the target and its series.
+        client.deregister(idle)
+        wait_until(lambda: any(e["target"] == f"default/{idle}/triton" for e in events(logs[0], "target_removed")),
+                   10, "stopped job's target removed")
+        wait_until(lambda: series(scrape(ports[0]), "desired_count", idle) is None, 5, "series gone")
+
+        # Hand-over: the holder dies without releasing the lock; the standby leads within one TTL.
+        for job in busy:
+            wait_until(lambda job=job: _settled(client, job), 90, f"{job}: scale-out deployment finished", 0.5)
+        killed = time.monotonic()
+        os.killpg(procs[0].pid, signal.SIGKILL)
+        procs[0].wait(10)
+        wait_for_text(logs[1], '"event": "leader"', LOCK_TTL + 5)
+        took_over = time.monotonic() - killed
+        assert took_over <= LOCK_TTL + 1, f"standby took {took_over:.1f}s"
+
+        for proc, log in loads:
+            stop_loadgen(proc, log)
+        loads = []
+        wait_until(lambda: all(desired(client, j) == 1 for j in busy), 60, "new leader scaled both back in", 0.5)
+        after = scrape(ports[1])
+        for job in busy:
+            assert (series(after, "scale_requests_total", job, result="ok") or 0) >= 1
+            mine = ours(client, job)
+            assert mine[-1]["Count"] == 1 and mine[-1]["Meta"]["nomad_triton.direction"] == "down"
+            consistent(mine)
+        assert httpx.get(f"http://127.0.0.1:{ports[1]}/healthz", timeout=5).status_code == 200
+        os.killpg(procs[1].pid, signal.SIGTERM)
+        assert stop_cli(procs[1], 20) == 0
+    finally:
+        for proc, _ in loads:
+            kill_cli(proc)
+        for p in procs:
+            kill_cli(p)
+    text = logs[1].read_text()
+    assert json.loads(text[text.rindex("\n{") + 1:])["leader"] is True  # the exit summary comes last
+    assert "Traceback" not in logs[0].read_text() + text
+    print(f"both loaded jobs scaled out {both_up:.1f}s after load began; standby took over {took_over:.1f}s "
+          f"after kill -9")
