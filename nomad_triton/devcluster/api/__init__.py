@@ -18,7 +18,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import ApiError
-from . import cluster, events, jobs, scale, variables
+from . import cluster, events, jobs, scale, scaling_policies, variables
 from .common import Ctx
 
 log = logging.getLogger("devcluster.api")
@@ -79,9 +79,10 @@ def build_app(ctx: Ctx) -> Starlette:
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
 
-    routes = jobs.ROUTES + scale.ROUTES + cluster.ROUTES + events.ROUTES + variables.ROUTES
+    routes = jobs.ROUTES + scale.ROUTES + scaling_policies.ROUTES + cluster.ROUTES + events.ROUTES + variables.ROUTES
     app = Starlette(routes=routes, exception_handlers={ApiError: _api_error, HTTPException: _http_error, Exception: _internal_error}, lifespan=lifespan)
     app.state.ctx = ctx
+    scaling_policies.install(ctx)
     app.add_middleware(RegionCheck, region=ctx.config.server.region)
     return app
 

@@ -1,4 +1,4 @@
-"""GET/POST /v1/job/:id/scale and /v1/scaling/policies: Nomad's scaling API and scaling events.
+"""GET/POST /v1/job/:id/scale: Nomad's scaling API and scaling events (policies: scaling_policies.py).
 
 Why it matters: the autoscaler (ours or the Nomad Autoscaler) drives clusters only through this
 API, so its refusals must match Nomad's: no scaling during an active deployment, counts outside
@@ -132,55 +132,6 @@ async def scale(request: Request) -> Response:
     return reply(register_reply(stored, ev, idx), idx)
 
 
-def _policies(ctx: Ctx, ns: str) -> list[dict[str, Any]]:
-    out = []
-    for job in ctx.store.list("jobs"):
-        if ns != "*" and job.get("Namespace", "default") != ns:
-            continue
-        for tg in job.get("TaskGroups") or []:
-            sc = tg.get("Scaling")
-            if not sc:
-                continue
-            pid = sc.get("ID") or str(uuid.uuid5(uuid.NAMESPACE_URL,
-                                                 f"{job.get('Namespace')}/{job['ID']}/{tg['Name']}"))
-            out.append({
-                "ID": pid,
-                "Namespace": job.get("Namespace", "default"),
-                "Type": sc.get("Type", "horizontal"),
-                "Target": {"Namespace": job.get("Namespace", "default"), "Job": job["ID"], "Group": tg["Name"]},
-                "Min": sc.get("Min"),
-                "Max": sc.get("Max"),
-                "Policy": sc.get("Policy"),
-                "Enabled": sc.get("Enabled", True),
-                "CreateIndex": job.get("CreateIndex", 0),
-                "ModifyIndex": job.get("ModifyIndex", 0),
-            })
-    return out
-
-
-async def policies(request: Request) -> Response:
-    ctx = _ctx(request)
-    ns = ctx.namespace(request)
-    ctx.require_ns(request, ns, "list-scaling-policies", "read-job")
-
-    def produce() -> tuple[Any, int]:
-        return _policies(ctx, ns), ctx.store.max_index(("jobs",))
-
-    return await blocking_reply(ctx, request, ("jobs",), produce)
-
-
-async def policy(request: Request) -> Response:
-    ctx = _ctx(request)
-    pid = request.path_params["policy_id"]
-    for pol in _policies(ctx, "*"):
-        if pol["ID"] == pid:
-            ctx.require_ns(request, pol["Namespace"], "read-scaling-policy", "read-job")
-            return reply(pol, pol["ModifyIndex"])
-    raise ApiError(404, "policy not found")
-
-
 ROUTES = [
     Route("/v1/job/{job_id}/scale", scale, methods=["GET", "POST", "PUT"]),
-    Route("/v1/scaling/policies", policies, methods=["GET"]),
-    Route("/v1/scaling/policy/{policy_id}", policy, methods=["GET"]),
 ]
