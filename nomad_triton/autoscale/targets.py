@@ -7,8 +7,9 @@ keys. So the policy lives with the job, versioned with it, and one agent can dis
 autoscaled group of the cluster without a second copy of the configuration.
 
 This module is pure (no I/O): `TargetSet` turns successive policy listings and the policies it
-asked to read into a list of changes (added, changed, removed) that the agent applies. Nomad
-deletes a stopped job's policies (nomad#7768), so "stopped" arrives here as "removed".
+asked to read into a list of changes (added, changed, removed) that the agent applies. A stopped
+job's policy is listed but disabled on Nomad 1.10.2+ (nomad#25911) and deleted on older ones
+(nomad#7768), so "stopped" arrives here as "changed, inactive" or as "removed"; both stop it.
 """
 
 from __future__ import annotations

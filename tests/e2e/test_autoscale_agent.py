@@ -4,9 +4,9 @@ Three jobs, each a real `nomad-triton serve`: two sleepy-model jobs under load
 (examples/loadgen.py, see test_autoscale_triton for the model) and the shipped CPU example
 (jobs/cpu-example.toml) left idle. Two agent processes run the real CLI; they find all three
 through Nomad's scaling policies (the jobs are registered after the agents started), the lock
-holder scales both loaded jobs at once and never the idle one, a disabled and a stopped job are
-picked up without a restart, and after `kill -9` of the holder the standby takes over within the
-lock TTL and brings the loaded jobs back to their minimum. Nothing is faked.
+holder scales both loaded jobs at once and never the idle one, a disabled, re-enabled, stopped
+and purged job are picked up without a restart, and after `kill -9` of the holder the standby
+takes over within the lock TTL and brings the loaded jobs back to their minimum. Nothing is faked.
 """
 
 from __future__ import annotations
@@ -120,19 +120,28 @@ def test_agent_scales_loaded_jobs_not_idle_follows_policies_and_hands_over(devcl
         assert series(leader, "last_evaluation_age_seconds", idle) < 3 * 1.0
         assert httpx.get(f"http://127.0.0.1:{ports[0]}/healthz", timeout=5).status_code == 200
 
-        # Disable the idle job's policy (scaling { enabled = false }): still known, no longer evaluated.
-        job = client.job(idle)
-        job["TaskGroups"][0]["Scaling"]["Enabled"] = False
-        client.register(job)
-        wait_until(lambda: any(e["target"] == f"default/{idle}/triton" and e["enabled"] is False
-                               for e in events(logs[0], "target_changed")), 10, "disabled policy picked up")
-        wait_until(lambda: series(scrape(ports[0]), "target_enabled", idle) == 0, 5, "target_enabled 0")
-        assert series(scrape(ports[0]), "last_evaluation_age_seconds", idle) is None
-        # Stop it: Nomad drops a stopped job's policy, and the agent drops the target and its series.
+        # The idle job's policy disabled (scaling { enabled = false }), enabled again, its job stopped
+        # (Nomad 1.10.2+ keeps a stopped job's policy, disabled) and purged (the policy is gone):
+        # each picked up from the blocking query, without a restart.
+        target = f"default/{idle}/triton"
+
+        def enabled_flags() -> list[bool]:
+            return [e["enabled"] for e in events(logs[0], "target_changed") if e["target"] == target]
+
+        for flag in (False, True):
+            job = client.job(idle)
+            job["TaskGroups"][0]["Scaling"]["Enabled"] = flag
+            client.register(job)
+            wait_until(lambda flag=flag: enabled_flags()[-1:] == [flag], 10, f"policy enabled={flag} picked up")
+            wait_until(lambda flag=flag: series(scrape(ports[0]), "target_enabled", idle) == int(flag), 5,
+                       f"target_enabled {int(flag)}")
         client.deregister(idle)
-        wait_until(lambda: any(e["target"] == f"default/{idle}/triton" for e in events(logs[0], "target_removed")),
-                   10, "stopped job's target removed")
-        wait_until(lambda: series(scrape(ports[0]), "desired_count", idle) is None, 5, "series gone")
+        wait_until(lambda: enabled_flags()[-1:] == [False], 10, "stopped job's policy disabled")
+        assert series(scrape(ports[0]), "last_evaluation_age_seconds", idle) is None  # no longer due
+        client.deregister(idle, purge=True)
+        wait_until(lambda: any(e["target"] == target for e in events(logs[0], "target_removed")), 10,
+                   "purged job's target removed")
+        wait_until(lambda: series(scrape(ports[0]), "desired_count", idle) is None, 5, "its series gone")
 
         # Hand-over: the holder dies without releasing the lock; the standby leads within one TTL.
         for job in busy:
