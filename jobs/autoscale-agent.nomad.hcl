@@ -1,10 +1,11 @@
 # The nomad-triton autoscale agent as a Nomad service: two instances for high availability (only
 # the holder of the Nomad variable lock acts; the other takes over within the lock TTL).
 #
-# Token: the agent authenticates with its workload identity (Nomad 1.7+), to which the least-
-# privilege policy in jobs/autoscale-agent.acl.hcl is attached:
-#   nomad acl policy apply -namespace default -job nomad-triton-autoscaler \
-#     nomad-triton-autoscaler jobs/autoscale-agent.acl.hcl
+# Token: a client token carrying only the policy in jobs/autoscale-agent.acl.hcl, kept in the
+# job's own Nomad variable (tasks may read their job's variables without further ACL rules):
+#   nomad acl policy apply nomad-triton-autoscaler jobs/autoscale-agent.acl.hcl
+#   nomad acl token create -name autoscaler -policy nomad-triton-autoscaler   # note its Secret ID
+#   nomad var put nomad/jobs/nomad-triton-autoscaler token=<Secret ID>
 #   nomad job run -var image=registry.example.com/nomad-triton:0.1.0 jobs/autoscale-agent.nomad.hcl
 # It scales the groups of its own namespace whose scaling policy is nomad-triton's (see
 # docs/autoscale-agent.md). /metrics and /healthz are served on the `http` port.
@@ -64,9 +65,11 @@ job "nomad-triton-autoscaler" {
         ports = ["http"]
       }
 
-      # NOMAD_TOKEN is this task's workload identity token, carrying the ACL policy above.
-      identity {
-        env = true
+      # NOMAD_TOKEN from the job's variable, as an environment variable (never on the command line).
+      template {
+        data        = "NOMAD_TOKEN={{ with nomadVar \"nomad/jobs/nomad-triton-autoscaler\" }}{{ .token }}{{ end }}"
+        destination = "secrets/nomad.env"
+        env         = true
       }
 
       # The Nomad agent on the same machine (with TLS: https:// plus NOMAD_CACERT).

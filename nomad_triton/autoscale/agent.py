@@ -29,6 +29,7 @@ import asyncio
 import concurrent.futures
 import hashlib
 import json
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -119,6 +120,33 @@ def _remove(metric: Any, labels: tuple[str, ...]) -> None:
         pass
 
 
+async def _daemon_call(fn: Callable[[], Any]) -> Any:
+    """Run a long blocking call (a blocking query waits up to its `wait`) in a daemon thread.
+
+    Not the default executor: at exit Python joins executor threads, so a pending 30 s blocking
+    query would hold a stopping agent for up to 30 s after SIGTERM.
+    """
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[Any] = loop.create_future()
+
+    def settle(value: Any, error: BaseException | None) -> None:
+        if not fut.done():
+            fut.set_exception(error) if error is not None else fut.set_result(value)
+
+    def work() -> None:
+        try:
+            value, error = fn(), None
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
+            value, error = None, exc
+        try:
+            loop.call_soon_threadsafe(settle, value, error)
+        except RuntimeError:
+            pass  # the loop is closed: nobody is waiting any more
+
+    threading.Thread(target=work, name="nomad-blocking-query", daemon=True).start()
+    return await fut
+
+
 def _labels(spec: TargetSpec) -> tuple[str, str, str]:
     t = spec.target
     return (t.namespace or "default", t.job, t.group)
@@ -184,7 +212,6 @@ class Agent:
         self.extra_routes: list[web.RouteDef] = []  # mounted by http_app(); e.g. Prometheus SD
         self._clock = clock
         self._stop: asyncio.Event | None = None
-        self._watch_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="policy-watch")
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -209,18 +236,15 @@ class Agent:
             await self.source.aclose()
             if self.lock is not None:
                 await asyncio.to_thread(self.lock.release)
-            self._watch_pool.shutdown(wait=False, cancel_futures=True)
             log_event("agent_stopped")
 
     # ------------------------------------------------------------------ policies
 
     async def _watch_policies(self) -> None:
-        loop = asyncio.get_running_loop()
         backoff = 0.5
         while True:
             try:
-                stubs, index = await loop.run_in_executor(
-                    self._watch_pool, lambda: self.client.blocking_get(
+                stubs, index = await _daemon_call(lambda: self.client.blocking_get(
                         "scaling/policies", index=self.policies_index, wait_s=self.settings.watch_wait_s,
                         params={"type": "horizontal"}))
                 # A return is not a change, and an index that goes backwards means Nomad's state was

@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,10 +24,11 @@ import httpx
 import pytest
 
 from nomad_triton.nomad.client import NomadClient
+from nomad_triton.nomad.errors import PermissionDenied
 from nomad_triton.render import render_job
 from nomad_triton.server.testing import free_ports
 from nomad_triton.spec import load_spec
-from tests.e2e.cli_helpers import BIN, ROOT, kill_cli, start_cli, stop_cli, wait_for_text
+from tests.e2e.cli_helpers import BIN, CLI, ROOT, cli_env, kill_cli, start_cli, stop_cli, wait_for_text
 from tests.e2e.conftest import Devcluster, wait_until
 from tests.e2e.test_autoscale_triton import _settled, desired, ours, start_loadgen, stop_loadgen, write_spec
 
@@ -176,3 +179,122 @@ def test_agent_scales_loaded_jobs_not_idle_follows_policies_and_hands_over(devcl
     assert "Traceback" not in logs[0].read_text() + text
     print(f"both loaded jobs scaled out {both_up:.1f}s after load began; standby took over {took_over:.1f}s "
           f"after kill -9")
+
+
+# An idle Triton as far as a prober can tell: ready, and a metrics page (on the metrics port) whose
+# counters never move.
+IDLE_TRITON = (
+    "import http.server, os\n"
+    "PAGE = b''.join(f'{n}{{model=\"m\",version=\"1\"}} 7\\n'.encode() for n in (\n"
+    "    'nv_inference_request_success', 'nv_inference_request_failure', 'nv_inference_count',\n"
+    "    'nv_inference_exec_count', 'nv_inference_queue_duration_us', 'nv_inference_compute_infer_duration_us',\n"
+    "    'nv_inference_request_duration_us', 'nv_inference_pending_request_count'))\n"
+    "class H(http.server.BaseHTTPRequestHandler):\n"
+    "    def do_GET(self):\n"
+    "        body = PAGE if self.path == '/metrics' else b''\n"
+    "        self.send_response(200); self.send_header('Content-Length', str(len(body))); self.end_headers()\n"
+    "        self.wfile.write(body)\n"
+    "    def log_message(self, *a): pass\n"
+    "import threading\n"
+    "for label in ('http', 'metrics'):\n"
+    "    srv = http.server.ThreadingHTTPServer(('127.0.0.1', int(os.environ['NOMAD_PORT_' + label])), H)\n"
+    "    threading.Thread(target=srv.serve_forever).start()\n"
+)
+
+
+def _unquote(value: Any) -> Any:
+    """python-hcl2 keeps string quotes; the ACL file has only plain strings, lists and blocks."""
+    if isinstance(value, str):
+        return json.loads(value) if value.startswith('"') else value
+    if isinstance(value, list):
+        return [_unquote(v) for v in value]
+    if isinstance(value, dict):
+        return {_unquote(k): _unquote(v) for k, v in value.items() if not k.startswith("__")}
+    return value
+
+
+def shipped_acl_policy() -> dict[str, Any]:
+    """jobs/autoscale-agent.acl.hcl as devcluster's [acl.policies.<name>] table."""
+    import hcl2
+
+    doc = _unquote(hcl2.loads((ROOT / "jobs" / "autoscale-agent.acl.hcl").read_text()))
+    out: dict[str, Any] = {"namespace": {}}
+    for block in doc["namespace"]:
+        for ns, rule in block.items():
+            paths = {p: r["capabilities"] for v in rule.get("variables", []) for pb in v["path"] for p, r in pb.items()}
+            out["namespace"][ns] = {"capabilities": rule["capabilities"], "variables": paths}
+    return out
+
+
+def test_agent_runs_on_the_shipped_least_privilege_acl_policy(devcluster_factory: Any, tmp_path: Path) -> None:
+    policy = shipped_acl_policy()
+    ns = policy["namespace"]["default"]
+    caps = ", ".join(json.dumps(c) for c in ns["capabilities"])
+    var_rules = "\n".join(f"{json.dumps(p)} = {json.dumps(c)}" for p, c in ns["variables"].items())
+    dc = devcluster_factory(f'''
+[server]
+acl = true
+[acl.policies.autoscaler.namespace.default]
+capabilities = [{caps}]
+[acl.policies.autoscaler.namespace.default.variables]
+{var_rules}
+[[acl.tokens]]
+name = "agent"
+policies = ["autoscaler"]
+''')
+    admin = NomadClient.from_env(address=dc.addr, token=dc.token)
+    agent_token = dc.token_file("agent")
+    # The shipped agent job parses on the server as written.
+    parsed = admin.parse_hcl((ROOT / "jobs" / "autoscale-agent.nomad.hcl").read_text(), "image = \"x\"")
+    assert parsed["TaskGroups"][0]["Count"] == 2
+    assert parsed["TaskGroups"][0]["Tasks"][0]["Config"]["args"][:2] == ["autoscale", "agent"]
+
+    spec = tmp_path / "idle.toml"
+    spec.write_text(f'''
+name = "idle-fake"
+count = 2
+[driver]
+type = "raw_exec"
+command = {json.dumps(sys.executable)}
+args = ["-c", {json.dumps(IDLE_TRITON)}]
+[model_repository]
+path = "{tmp_path}"
+models = ["m"]
+[health]
+interval = "1s"
+timeout = "1s"
+[rollout]
+min_healthy_time = "1s"
+[scaling]
+enabled = true
+min = 1
+max = 3
+[scaling.policy]
+evaluation_interval = "500ms"
+cooldown_down = "1s"
+scale_down_stabilization = "1s"
+''')
+    job = register(admin, spec)
+    wait_until(lambda: _settled(admin, job), 60, "idle job deployed", 0.3)
+    log = tmp_path / "agent.log"
+    port = free_ports(1)[0]
+    proc = subprocess.Popen(CLI + ["autoscale", "agent", "--listen", f"127.0.0.1:{port}", "--lock-ttl", "10",
+                                   "--json"], env=cli_env(dc.addr, agent_token), stdout=log.open("w"),
+                            stderr=subprocess.STDOUT, start_new_session=True, text=True)
+    try:
+        wait_for_text(log, '"event": "leader"', 30)
+        wait_until(lambda: desired(admin, job) == 1, 30, "idle group scaled in by the agent", 0.3)
+        os.killpg(proc.pid, signal.SIGTERM)
+        assert stop_cli(proc, 20) == 0
+    finally:
+        kill_cli(proc)
+    text = log.read_text()
+    assert "Permission denied" not in text and "failed" not in text, text
+    down = ours(admin, job)
+    assert down and down[-1]["Count"] == 1 and "scale down 2 -> 1" in down[-1]["Message"]
+    # ... and nothing more: the same token may not submit jobs nor touch other variables.
+    limited = NomadClient.from_env(address=dc.addr, token=agent_token)
+    with pytest.raises(PermissionDenied):
+        limited.register(admin.job(job))
+    with pytest.raises(PermissionDenied):
+        limited.var_lock_acquire("other/lock", 10)
