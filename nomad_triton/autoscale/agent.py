@@ -6,6 +6,9 @@ How it is built, and why:
   agent when a job is registered, changes its policy, disables it or is stopped (Nomad deletes a
   stopped job's policies), and only new or modified policies are read (`/v1/scaling/policy/:id`).
   The pure bookkeeping is autoscale.targets.TargetSet.
+* Jobs and allocations come from two cluster-wide blocking queries (autoscale.cluster), not from
+  two requests per target per interval: an evaluation reads memory and probes; the scale status
+  is re-read when the job changed, and confirmed with Nomad right before any action.
 * Each target is its own asyncio task on an absolute schedule (next = previous + interval, start
   offset spread over the interval), stepping the same decision core as `autoscale run`
   (autoscale.core.GroupScaler). There is no worker pool to run dry: a busy target cannot push
@@ -29,7 +32,6 @@ import asyncio
 import concurrent.futures
 import hashlib
 import json
-import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -46,11 +48,12 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 
+from nomad_triton.autoscale.cluster import ClusterView, daemon_call
 from nomad_triton.autoscale.core import GroupScaler, StepOutcome, log_event
 from nomad_triton.autoscale.lock import LeaderLock
 from nomad_triton.autoscale.policy import ScalingPolicyConfig
 from nomad_triton.autoscale.sources import ObservationSource
-from nomad_triton.autoscale.sources.direct import DirectSource
+from nomad_triton.autoscale.sources.watched import WatchedSource
 from nomad_triton.autoscale.targets import TargetChanges, TargetSet, TargetSpec
 from nomad_triton.nomad.client import NomadClient
 from nomad_triton.probe.triton import Prober
@@ -59,7 +62,7 @@ AGENT_LOCK_PATH = "nomad-triton/autoscaler/agent"
 STALL_INTERVALS = 3.0
 LABELS = ("namespace", "job", "group")
 DIRECTIONS = ("up", "down", "none")
-RESULTS = ("ok", "deferred", "dry_run", "not_leader", "job_stopped", "error")
+RESULTS = ("ok", "deferred", "dry_run", "not_leader", "job_stopped", "stale", "error")
 _PLACEHOLDER = ScalingPolicyConfig()  # the scaler of an invalid policy never steps
 
 
@@ -72,6 +75,7 @@ class AgentSettings:
     watch_wait_s: float = 30.0  # blocking-query wait on the policy list
     history_s: float = 120.0
     nomad_threads: int = 10  # python-nomad is synchronous; its requests pool holds 10 connections
+    status_refresh_s: float = 30.0  # re-read a group's scale status at least this often
 
 
 class AgentMetrics:
@@ -80,7 +84,7 @@ class AgentMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         p = "nomad_triton_agent_"
         self.desired = Gauge(p + "desired_count", "Desired count read from Nomad", LABELS, registry=registry)
-        self.current = Gauge(p + "current_count", "Running allocations read from Nomad", LABELS, registry=registry)
+        self.current = Gauge(p + "current_count", "Allocations running or starting", LABELS, registry=registry)
         self.last_decision = Gauge(p + "last_decision", "1 for the direction of the last decision",
                                    (*LABELS, "direction"), registry=registry)
         self.decisions = Counter(p + "decisions_total", "Policy decisions", (*LABELS, "direction"),
@@ -118,33 +122,6 @@ def _remove(metric: Any, labels: tuple[str, ...]) -> None:
         metric.remove(*labels)
     except KeyError:
         pass
-
-
-async def _daemon_call(fn: Callable[[], Any]) -> Any:
-    """Run a long blocking call (a blocking query waits up to its `wait`) in a daemon thread.
-
-    Not the default executor: at exit Python joins executor threads, so a pending 30 s blocking
-    query would hold a stopping agent for up to 30 s after SIGTERM.
-    """
-    loop = asyncio.get_running_loop()
-    fut: asyncio.Future[Any] = loop.create_future()
-
-    def settle(value: Any, error: BaseException | None) -> None:
-        if not fut.done():
-            fut.set_exception(error) if error is not None else fut.set_result(value)
-
-    def work() -> None:
-        try:
-            value, error = fn(), None
-        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
-            value, error = None, exc
-        try:
-            loop.call_soon_threadsafe(settle, value, error)
-        except RuntimeError:
-            pass  # the loop is closed: nobody is waiting any more
-
-    threading.Thread(target=work, name="nomad-blocking-query", daemon=True).start()
-    return await fut
 
 
 def _labels(spec: TargetSpec) -> tuple[str, str, str]:
@@ -201,8 +178,10 @@ class Agent:
         self.registry.register(_AgeCollector(self))
         self.targets = TargetSet()
         self.runners: dict[str, _Runner] = {}
-        self.source: ObservationSource = source or DirectSource(
-            client, Prober(timeout_s=self.settings.probe_timeout_s, clock=clock))
+        self.view = ClusterView(client, wait_s=self.settings.watch_wait_s)
+        self.source: ObservationSource = source or WatchedSource(
+            self.view, Prober(timeout_s=self.settings.probe_timeout_s, clock=clock))
+        self._status_cache: dict[str, tuple[int, float, dict[str, Any]]] = {}
         s = self.settings
         self.lock = LeaderLock(client, s.lock_path, ttl_s=s.lock_ttl_s) if s.lock_path else None
         self.leading = self.lock is None
@@ -222,7 +201,8 @@ class Agent:
         loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(
             self.settings.nomad_threads, thread_name_prefix="nomad"))
         log_event("agent_started", lock=self.settings.lock_path, dry_run=self.settings.dry_run)
-        tasks = [asyncio.create_task(self._watch_policies(), name="policy-watch")]
+        tasks = [asyncio.create_task(self._watch_policies(), name="policy-watch"),
+                 asyncio.create_task(self.view.run(), name="cluster-view")]
         if self.lock is not None:
             tasks.append(asyncio.create_task(self._hold_lock(), name="lock"))
         try:
@@ -244,7 +224,7 @@ class Agent:
         backoff = 0.5
         while True:
             try:
-                stubs, index = await _daemon_call(lambda: self.client.blocking_get(
+                stubs, index = await daemon_call(lambda: self.client.blocking_get(
                         "scaling/policies", index=self.policies_index, wait_s=self.settings.watch_wait_s,
                         params={"type": "horizontal"}))
                 # A return is not a change, and an index that goes backwards means Nomad's state was
@@ -291,6 +271,7 @@ class Agent:
             if runner is not None:
                 asyncio.create_task(self._stop_runner(runner))
             self.source.forget(spec.target)
+            self._status_cache.pop(spec.target.job, None)
             self.metrics.forget(_labels(spec))
         for spec in changes.added + changes.changed:
             event = "target_added" if spec in changes.added else "target_changed"
@@ -309,7 +290,7 @@ class Agent:
         if runner is None:
             scaler = GroupScaler(self.client, spec.target, spec.config or _PLACEHOLDER, self.source,
                                  dry_run=self.settings.dry_run, history_s=self.settings.history_s,
-                                 clock=self._clock, may_act=self._may_act)
+                                 clock=self._clock, may_act=self._may_act, status_reader=self._status)
             runner = self.runners[spec.policy_id] = _Runner(spec, scaler)
         else:
             was_active, runner.spec = runner.spec.active, spec
@@ -321,6 +302,21 @@ class Agent:
         if spec.active and runner.task is None:
             runner.since = time.monotonic()
             runner.task = asyncio.create_task(self._evaluate_forever(runner), name=spec.target.key)
+
+    async def _status(self, job: str) -> tuple[dict[str, Any], bool]:
+        """A job's scale status, re-read from Nomad only when the job changed (its ModifyIndex in
+        the cluster view moved: a scale, a re-submit) or the cached read is older than
+        `status_refresh_s`. The core confirms any action on a fresh read."""
+        index = self.view.job_index.get(job)
+        cached = self._status_cache.get(job)
+        now = time.monotonic()
+        if (cached is not None and index is not None and cached[0] == index
+                and now - cached[1] < self.settings.status_refresh_s):
+            return cached[2], False
+        status = await asyncio.to_thread(self.client.scale_status, job)
+        if index is not None:
+            self._status_cache[job] = (index, now, status)
+        return status, True
 
     async def _stop_runner(self, runner: _Runner) -> None:
         if runner.task is not None:
@@ -393,8 +389,12 @@ class Agent:
         m.decision_seconds.labels(*labels).observe(runner.last_eval - started)
         d = out.decision
         m.desired.labels(*labels).set(out.desired)
-        if out.running is not None:
-            m.current.labels(*labels).set(out.running)
+        t = runner.spec.target
+        running = len(self.view.endpoints(t.job, t.group)) if self.view.synced.is_set() else out.running
+        if running is not None:
+            m.current.labels(*labels).set(running)
+        if out.action in ("ok", "stale"):
+            self._status_cache.pop(t.job, None)
         m.decisions.labels(*labels, d.direction).inc()
         for direction in DIRECTIONS:
             m.last_decision.labels(*labels, direction).set(1 if direction == d.direction else 0)

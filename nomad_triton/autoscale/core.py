@@ -29,7 +29,7 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol
 
@@ -40,7 +40,9 @@ from nomad_triton.probe.observations import Observation
 log = logging.getLogger("nomad_triton.autoscale")
 ACTIVE_DEPLOYMENT = {"running", "pending", "paused", "blocked", "unblocking", "initializing"}
 POLICY_MARK = "nomad-triton"
-Action = Literal["ok", "deferred", "dry_run", "not_leader", "job_stopped"]
+Action = Literal["ok", "deferred", "dry_run", "not_leader", "job_stopped", "stale"]
+# job ID -> (its `GET /v1/job/:id/scale` reply, whether it was read from Nomad just now)
+StatusReader = Callable[[str], Awaitable[tuple[dict[str, Any], bool]]]
 
 
 class ScaleTarget(Protocol):
@@ -124,6 +126,7 @@ class GroupScaler:
         history_s: float = 120.0,
         clock: Callable[[], float] = time.time,
         may_act: Callable[[], bool] | None = None,
+        status_reader: StatusReader | None = None,
     ) -> None:
         self.client = client
         self.target = target
@@ -139,6 +142,9 @@ class GroupScaler:
         self._clock = clock
         # Checked right before a scale request: an agent that lost its lock meanwhile must not act.
         self._may_act = may_act or (lambda: True)
+        # Default: read the scale status from Nomad every step. The agent passes a reader that
+        # re-reads only when the job changed; an action is then confirmed on a fresh read first.
+        self._read_status = status_reader or self._fresh_status
 
     def reset(self) -> None:
         """Forget state and history (lost leadership): leading again starts from Nomad's count."""
@@ -148,8 +154,10 @@ class GroupScaler:
         # python-nomad is synchronous; keep the event loop (and the probes) responsive.
         return await asyncio.to_thread(fn, *args, **kw)
 
-    async def _group_status(self) -> tuple[dict[str, Any], bool]:
-        status = await self._call(self.client.scale_status, self.target.job)
+    async def _fresh_status(self, job: str) -> tuple[dict[str, Any], bool]:
+        return await self._call(self.client.scale_status, job), True
+
+    def _group(self, status: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         groups = status.get("TaskGroups") or {}
         if self.target.group not in groups:
             raise LookupError(f"job {self.target.job!r} has no task group {self.target.group!r}")
@@ -157,7 +165,8 @@ class GroupScaler:
 
     async def step(self) -> StepOutcome:
         """One round. Raises on Nomad trouble (callers count it and go on with the next round)."""
-        group, stopped = await self._group_status()
+        status, fresh = await self._read_status(self.target.job)
+        group, stopped = self._group(status)
         desired = int(group.get("Desired") or 0)
         running = group.get("Running")
         if self.state is None:
@@ -170,16 +179,25 @@ class GroupScaler:
         while self.history and self.history[0].ts < now - self.history_s:
             self.history.popleft()
         decision = decide(list(self.history), self.state, self.config, now)
-        action = await self._act(decision, observations, now, stopped)
+        action = await self._act(decision, observations, now, stopped, fresh)
         self.last_decision = decision
         return StepOutcome(decision, observations, desired, None if running is None else int(running), action)
 
-    async def _act(self, d: Decision, observations: list[Observation], now: float, stopped: bool) -> Action | None:
+    async def _act(self, d: Decision, observations: list[Observation], now: float, stopped: bool,
+                   fresh: bool) -> Action | None:
         t = self.target
         assert self.state is not None
         if d.new_count is None:
             self.state = d.state
             return None
+        if not fresh:
+            # The count came from a cache: confirm it with Nomad before acting on it.
+            group, stopped = self._group((await self._fresh_status(t.job))[0])
+            current = int(group.get("Desired") or 0)
+            if current != self.state.desired:
+                log_event("stale", job=t.job, group=t.group, desired=current, decided_on=self.state.desired)
+                self.state = replace(d.state, desired=current)
+                return "stale"
         if stopped:
             self.state = d.state
             return "job_stopped"

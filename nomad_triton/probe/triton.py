@@ -105,6 +105,9 @@ class Prober:
         finally:
             if metrics_t is not None:
                 metrics_t.cancel()
+                # A scrape that already failed while readiness failed too: its error is this
+                # probe's, not an unretrieved task exception (asyncio would log a traceback each).
+                metrics_t.add_done_callback(lambda t: t.cancelled() or t.exception())
         if isinstance(sample, asyncio.CancelledError):
             raise sample
         # Under strict readiness (Triton's default, always on in PyTriton) a ready server means
