@@ -32,6 +32,7 @@ import asyncio
 import concurrent.futures
 import hashlib
 import json
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -63,7 +64,8 @@ STALL_INTERVALS = 3.0
 LABELS = ("namespace", "job", "group")
 DIRECTIONS = ("up", "down", "none")
 RESULTS = ("ok", "deferred", "dry_run", "not_leader", "job_stopped", "stale", "error")
-_PLACEHOLDER = ScalingPolicyConfig()  # the scaler of an invalid policy never steps
+_PLACEHOLDER = ScalingPolicyConfig()
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")  # the scaler of an invalid policy never steps
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,11 @@ def _remove(metric: Any, labels: tuple[str, ...]) -> None:
         metric.remove(*labels)
     except KeyError:
         pass
+
+
+def _kind(reason: str) -> str:
+    """A reason without its numbers: "within band (load 0.43x target)" -> "within band (load #x target)"."""
+    return _NUMBER.sub("#", reason)
 
 
 def _labels(spec: TargetSpec) -> tuple[str, str, str]:
@@ -210,9 +217,10 @@ class Agent:
         finally:
             for t in tasks:
                 t.cancel()
-            for r in list(self.runners.values()):
-                await self._stop_runner(r)
-            await asyncio.gather(*tasks, return_exceptions=True)
+            runners = [r.task for r in self.runners.values() if r.task is not None]
+            for t in runners:
+                t.cancel()
+            await asyncio.gather(*tasks, *runners, return_exceptions=True)
             await self.source.aclose()
             if self.lock is not None:
                 await asyncio.to_thread(self.lock.release)
@@ -301,7 +309,10 @@ class Agent:
                 runner.task = None
         if spec.active and runner.task is None:
             runner.since = time.monotonic()
-            runner.task = asyncio.create_task(self._evaluate_forever(runner), name=spec.target.key)
+            # The first listing brings every target at once: spread them over their interval. A
+            # target that appears later (a new job, a re-enabled policy) is evaluated at once.
+            spread = not self.policies_synced.is_set()
+            runner.task = asyncio.create_task(self._evaluate_forever(runner, spread), name=spec.target.key)
 
     async def _status(self, job: str) -> tuple[dict[str, Any], bool]:
         """A job's scale status, re-read from Nomad only when the job changed (its ModifyIndex in
@@ -348,10 +359,10 @@ class Agent:
 
     # ------------------------------------------------------------------ evaluation
 
-    async def _evaluate_forever(self, runner: _Runner) -> None:
+    async def _evaluate_forever(self, runner: _Runner, spread: bool = True) -> None:
         spec = runner.spec
         interval = spec.interval_s
-        next_at = time.monotonic() + _offset(spec.target.key, interval)
+        next_at = time.monotonic() + (_offset(spec.target.key, interval) if spread else 0.0)
         while True:
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
             started = time.monotonic()
@@ -403,11 +414,12 @@ class Agent:
             m.probe_errors.labels(*labels).inc(errors)
         if out.action is not None:
             m.scale_requests.labels(*labels, out.action).inc()
-        elif d.reason != runner.last_reason:
-            # Every decision is logged with its reason; a hold repeated each interval is logged once.
+        elif _kind(d.reason) != runner.last_reason:
+            # Every decision is logged with its reason; a hold repeated each interval for the same
+            # kind of reason (numbers aside) is logged once.
             log_event("decision", target=runner.spec.target.key, direction=d.direction, desired=out.desired,
                       reason=d.reason)
-        runner.last_reason = d.reason
+        runner.last_reason = _kind(d.reason)
         return out
 
     # ------------------------------------------------------------------ health and HTTP

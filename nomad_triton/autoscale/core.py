@@ -63,6 +63,8 @@ class ScaleTarget(Protocol):
 
 def log_event(event: str, **fields: Any) -> None:
     """One JSON object per line; values that are not JSON become strings."""
+    if not log.isEnabledFor(logging.INFO):
+        return  # an agent evaluating hundreds of groups should not serialise lines nobody reads
     log.info(json.dumps({"ts": round(time.time(), 3), "event": event, **fields}, default=str, sort_keys=True))
 
 
