@@ -28,6 +28,7 @@ N = int(os.environ.get("P4_ENDPOINTS", "10000"))
 ROUNDS = 6
 TARGET_S = 5.0 * N / 10_000
 PER_HELPER = 2500
+BUDGET_S = 300
 FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "triton_metrics.txt"
 
 
@@ -94,6 +95,12 @@ def main() -> int:
         return 1
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {0})
+
+    def out_of_time(*_: object) -> None:
+        raise TimeoutError(f"P4 did not finish within {BUDGET_S} s")
+
+    signal.signal(signal.SIGALRM, out_of_time)  # bounded run time: the helpers are killed below
+    signal.alarm(BUDGET_S)
     helpers = [subprocess.Popen([sys.executable, __file__, "--serve", str(min(PER_HELPER, N - i))],
                                 stdout=subprocess.PIPE, start_new_session=True) for i in range(0, N, PER_HELPER)]
     try:

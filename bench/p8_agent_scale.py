@@ -373,8 +373,9 @@ def main() -> int:
     print(f"baseline: `autoscale run` x {len(base)} measured, extrapolated x{JOBS / max(len(base), 1):.0f} to {JOBS}: "
           f"CPU {base_cpu * 100:.0f} % of one core, RSS {base_rss:.0f} MB, "
           f"{base_requests / BASELINE_S * JOBS / max(len(base), 1):.0f} Nomad requests/s")
-    print(f"P8 ratios agent/baseline: CPU {agent_cpu / base_cpu:.2f}, memory {res['max_rss_mb'] / base_rss:.3f}; "
-          f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+    if base:
+        print(f"P8 ratios agent/baseline: CPU {agent_cpu / base_cpu:.2f}, memory {res['max_rss_mb'] / base_rss:.3f}; "
+              f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     ok = (pct(ticks, 0.95) <= 1.0 and pct(jitter, 0.95) <= 0.10 and res["max_rss_mb"] <= 300 and act_s <= 2.0)
     print("P8 targets met" if ok else "P8 targets NOT met")
     return 0 if ticks and acted else 1
