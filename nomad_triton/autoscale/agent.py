@@ -295,6 +295,14 @@ class Agent:
     def _upsert(self, spec: TargetSpec) -> None:
         runner = self.runners.get(spec.policy_id)
         self.metrics.enabled.labels(*_labels(spec)).set(1 if spec.active else 0)
+        if runner is not None and runner.spec.target != spec.target:
+            # Same policy, another group: a new target (its state would be another group's).
+            self.runners.pop(spec.policy_id)
+            if runner.task is not None:
+                runner.task.cancel()
+            self.source.forget(runner.spec.target)
+            self.metrics.forget(_labels(runner.spec))
+            runner = None
         if runner is None:
             scaler = GroupScaler(self.client, spec.target, spec.config or _PLACEHOLDER, self.source,
                                  dry_run=self.settings.dry_run, history_s=self.settings.history_s,
