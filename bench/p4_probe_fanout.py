@@ -9,7 +9,8 @@ The prober is the production one (nomad_triton.probe.triton.Prober): per endpoin
 asks /v2/models/<m>/ready only for a model the page does not list or when the server is not ready.
 Round 1 includes opening the connections; later rounds reuse them, as the controller does.
 Where the open-files limit cannot hold two connections per endpoint (here: a hard limit of 20,000),
-the prober keeps one per endpoint (its two requests then share it); the figure says which.
+the prober runs its two requests one after the other on one connection per endpoint
+(`Prober(sequential=True)`); the figure says which.
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ def main() -> int:
 
         async def run() -> list[tuple[float, float, int, int]]:
             out = []
-            async with Prober(timeout_s=max(5.0, TARGET_S * 2), per_host_connections=per_host) as prober:
+            async with Prober(timeout_s=max(5.0, TARGET_S * 2), sequential=per_host == 1) as prober:
                 for _ in range(ROUNDS):
                     t0, c0 = time.perf_counter(), time.process_time()
                     obs = await prober.probe_all(eps)
