@@ -1,59 +1,33 @@
-"""The autoscaling loop: observe a task group, ask the pure policy, act through Nomad's scale API.
+"""`autoscale run`: the loop around one task group's GroupScaler (the shared decision core).
 
-Everything the policy needs to be pure lives here: the clock, the observation history, the
-PolicyState carried between steps, and the side effects. Design points, each from an anchor's
-known failure:
-
-* Nomad is the authority on the desired count: every step re-reads `GET /v1/job/:id/scale`, so a
-  manual scale or a re-submitted job (Nomad Autoscaler #527) is adopted, not fought.
-* Deployment-aware: while a deployment is active Nomad refuses to scale ("job scaling blocked due
-  to active deployment"); the decision is logged as deferred instead of erroring every second.
-* Every scale request carries a Message and Meta with the signals and a compact summary of the
-  observations behind it, so `nomad job scaling-events` explains each change. `dry_run` records
-  the same event without a Count (Nomad's record-only scaling event).
-* Errors never kill it (#410, evaluation silently stopping): a failed step is logged, counted on
-  /metrics and the next step runs on schedule.
-* Its own Prometheus /metrics (loopback by default) and one JSON log line per action.
+The decision core (observe -> pure policy -> scale event) lives in autoscale.core and is the same
+one the cluster-wide agent (autoscale.agent) steps; this module adds what a one-group process
+needs around it: the interval loop, the optional HA lock, and its own Prometheus /metrics.
+Errors never kill it (Nomad Autoscaler #410, evaluation silently stopping): a failed step is
+logged, counted on /metrics and the next step runs on schedule.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from nomad_triton.autoscale.core import ACTIVE_DEPLOYMENT, GroupScaler, ScaleTarget, log_event
+from nomad_triton.autoscale.core import summarize as _summary
 from nomad_triton.autoscale.lock import LeaderLock
-from nomad_triton.autoscale.policy import Decision, PolicyState, ScalingPolicyConfig, commit, decide
+from nomad_triton.autoscale.policy import Decision, PolicyState, ScalingPolicyConfig
 from nomad_triton.autoscale.sources import ObservationSource, Target
 from nomad_triton.autoscale.sources.direct import DirectSource
 from nomad_triton.probe.observations import Observation
 from nomad_triton.probe.triton import Prober
 
-log = logging.getLogger("nomad_triton.autoscale")
-ACTIVE_DEPLOYMENT = {"running", "pending", "paused", "blocked", "unblocking", "initializing"}
-
-
-class ScaleTarget(Protocol):
-    """The slice of nomad_triton.nomad.client.NomadClient the controller uses."""
-
-    def scale_status(self, job_id: str) -> dict[str, Any]: ...
-
-    def scale(self, job_id: str, group: str, count: int | None, message: str,
-              meta: dict[str, Any] | None = None, error: bool = False,
-              policy_override: bool = False) -> dict[str, Any]: ...
-
-    def latest_deployment(self, job_id: str) -> dict[str, Any] | None: ...
-
-    def job_allocations(self, job_id: str, all_versions: bool = False) -> list[dict[str, Any]]: ...
-
-    def allocation(self, alloc_id: str) -> dict[str, Any]: ...
+__all__ = ["ACTIVE_DEPLOYMENT", "Controller", "ControllerSettings", "ScaleTarget", "log_event", "_summary"]
 
 
 @dataclass(frozen=True)
@@ -65,11 +39,6 @@ class ControllerSettings:
     probe_timeout_s: float = 0.8
     dry_run: bool = False
     history_s: float = 120.0
-
-
-def log_event(event: str, **fields: Any) -> None:
-    """One JSON object per line; values that are not JSON become strings."""
-    log.info(json.dumps({"ts": round(time.time(), 3), "event": event, **fields}, default=str, sort_keys=True))
 
 
 class _Metrics:
@@ -87,21 +56,6 @@ class _Metrics:
                                       buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5), registry=registry)
 
 
-def _summary(observations: list[Observation]) -> list[dict[str, Any]]:
-    """Compact per-allocation view for the scaling event's Meta (latest observation each)."""
-    latest: dict[str, Observation] = {}
-    for o in observations:
-        if o.alloc_id not in latest or o.ts >= latest[o.alloc_id].ts:
-            latest[o.alloc_id] = o
-    out = []
-    for o in sorted(latest.values(), key=lambda o: o.alloc_id):
-        busy = o.total("compute_infer_us_per_s") / 1e6 if o.has_rates() else None
-        out.append({"alloc": o.alloc_id[:8], "state": o.state.value, "ready": o.ready,
-                    "busy": None if busy is None else round(busy, 3),
-                    "pending": o.total("pending") if o.metrics_ok else None})
-    return out
-
-
 class Controller:
     def __init__(
         self,
@@ -117,92 +71,55 @@ class Controller:
         self.lock = lock
         self.leading: bool | None = None
         self.settings = settings
-        self.config = config
         self.registry = registry or CollectorRegistry()
         self.metrics = _Metrics(self.registry)
         self.leader_gauge = Gauge("nomad_triton_autoscaler_leader", "1 when this replica holds the lock",
                                   registry=self.registry)
-        self.state: PolicyState | None = None
-        self.history: deque[Observation] = deque()
-        self.last_decision: Decision | None = None
-        self._clock = clock
         self.target = Target(job=settings.job, group=settings.group, models=settings.models)
         self.source: ObservationSource = source or DirectSource(
             client, Prober(timeout_s=settings.probe_timeout_s, clock=clock))
+        self.scaler = GroupScaler(client, self.target, config, self.source, dry_run=settings.dry_run,
+                                  history_s=settings.history_s, clock=clock,
+                                  may_act=(lambda: lock.held) if lock is not None else None)
+
+    @property
+    def config(self) -> ScalingPolicyConfig:
+        return self.scaler.config
+
+    @property
+    def state(self) -> PolicyState | None:
+        return self.scaler.state
+
+    @property
+    def history(self) -> deque[Observation]:
+        return self.scaler.history
+
+    @property
+    def last_decision(self) -> Decision | None:
+        return self.scaler.last_decision
 
     async def aclose(self) -> None:
         await self.source.aclose()
 
     async def _call(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
-        # python-nomad is synchronous; keep the event loop (and the probes) responsive.
         return await asyncio.to_thread(fn, *args, **kw)
-
-    async def _desired(self) -> int:
-        status = await self._call(self.client.scale_status, self.settings.job)
-        groups = status.get("TaskGroups") or {}
-        if self.settings.group not in groups:
-            raise LookupError(f"job {self.settings.job!r} has no task group {self.settings.group!r}")
-        return int(groups[self.settings.group].get("Desired") or 0)
 
     async def step(self) -> Decision:
         """One observe -> decide -> act round. Raises on Nomad trouble (run() counts and survives it)."""
-        s = self.settings
         with self.metrics.step_seconds.time():
-            desired = await self._desired()
-            self.state = PolicyState(desired=desired) if self.state is None else replace(self.state, desired=desired)
-            observations = await self.source.observe(self.target)
-            now = self._clock()
-            self.history.extend(observations)
-            while self.history and self.history[0].ts < now - s.history_s:
-                self.history.popleft()
-            decision = decide(list(self.history), self.state, self.config, now)
-            await self._act(decision, observations, now)
-            self._export(decision, observations)
-            self.last_decision = decision
-            return decision
-
-    async def _act(self, d: Decision, observations: list[Observation], now: float) -> None:
-        s = self.settings
-        assert self.state is not None
-        self.metrics.decisions.labels(direction=d.direction).inc()
-        if d.new_count is None:
-            self.state = d.state
-            return
-        dep = await self._call(self.client.latest_deployment, s.job)
-        if dep and dep.get("Status") in ACTIVE_DEPLOYMENT:
-            self.state = d.state
-            self.metrics.scale_requests.labels(result="deferred").inc()
-            log_event("deferred", job=s.job, group=s.group, to=d.new_count, reason="active deployment",
-                      deployment=dep.get("ID"))
-            return
-        meta = {
-            "nomad_triton.policy": "nomad-triton",
-            "nomad_triton.direction": d.direction,
-            "nomad_triton.from": self.state.desired,
-            "nomad_triton.to": d.new_count,
-            "nomad_triton.fast_path": d.fast_path,
-            "nomad_triton.signals": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in d.signals.items()},
-            "nomad_triton.observations": _summary(observations),
-        }
-        if s.dry_run:
-            message = f"dry-run: would scale {d.direction} to {d.new_count}: {d.reason}"
-            await self._call(self.client.scale, s.job, s.group, None, message, meta)
-            # Cooldowns apply as if it had acted, so a dry run records one event per cooldown.
-            self.state = replace(commit(d, now), desired=self.state.desired)
-            self.metrics.scale_requests.labels(result="dry_run").inc()
-            log_event("dry_run", job=s.job, group=s.group, to=d.new_count, reason=d.reason)
-            return
-        message = f"nomad-triton: scale {d.direction} {self.state.desired} -> {d.new_count}: {d.reason}"
-        try:
-            await self._call(self.client.scale, s.job, s.group, d.new_count, message, meta)
-        except Exception:
-            self.state = d.state
-            self.metrics.scale_requests.labels(result="error").inc()
-            raise
-        self.state = commit(d, now)
-        self.metrics.scale_requests.labels(result="ok").inc()
-        log_event("scaled", job=s.job, group=s.group, direction=d.direction, to=d.new_count, reason=d.reason,
-                  fast_path=d.fast_path)
+            failed_before = self.scaler.scale_errors
+            try:
+                out = await self.scaler.step()
+            finally:
+                if self.scaler.scale_errors > failed_before:
+                    self.metrics.decisions.labels(direction=self.scaler.failed_direction).inc()
+                    self.metrics.scale_requests.labels(result="error").inc()
+            d = out.decision
+            self.metrics.decisions.labels(direction=d.direction).inc()
+            if out.action in ("ok", "deferred", "dry_run"):
+                self.metrics.scale_requests.labels(result=out.action).inc()
+            self._export(d, out.observations)
+            return d
 
     def _export(self, d: Decision, observations: list[Observation]) -> None:
         m = self.metrics
@@ -263,7 +180,7 @@ class Controller:
         if leading != self.leading:
             log_event("leader" if leading else "standby", job=self.settings.job, path=self.lock.path)
             if not leading:
-                self.state, self.history = None, deque()
+                self.scaler.reset()
         self.leading = leading
         self.leader_gauge.set(1 if leading else 0)
         return leading

@@ -47,6 +47,11 @@ class LeaderLock:
     def held(self) -> bool:
         return self.lock_id is not None
 
+    def valid(self) -> bool:
+        """Held and renewed within one TTL: a process that was paused past its TTL may have lost
+        the lock to a standby without knowing it yet, and must not act on it."""
+        return self.lock_id is not None and self._clock() - self._renewed_at < self.ttl_s
+
     def ensure(self) -> bool:
         """True when this process holds the lock (acquiring or renewing as needed). Never raises
         for Nomad trouble: being unsure means not leading."""

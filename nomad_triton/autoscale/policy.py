@@ -12,7 +12,10 @@ Autoscaler's target-value strategy (see baseline.py), each point a complaint fro
   for `fast_hold_s` afterwards;
 * missing data (unreachable allocation, no metrics yet, a counter reset) never looks like low load:
   it blocks scale-in instead of counting as zero;
-* demand is estimated from Triton's own counters (busy time, queue growth), so no Prometheus.
+* demand is estimated from Triton's own counters (busy time, queue growth), so no Prometheus;
+* with a latency SLO, replicas are sized for the utilisation the SLO allows (M/D/1 on the measured
+  service time, with headroom), not a fixed 0.7: holding the peak of an oscillating load then
+  costs what the best non-flapping policy costs (docs/benchmarks.md, P3).
 
 Demand is measured in "replica units": the number of fully busy execution slots (compute time per
 second), plus the growth of the pending queue and a term to drain the backlog. The hysteresis band
@@ -53,6 +56,8 @@ class ScalingPolicyConfig:
     instances_per_replica: int = 1
     drain_s: float = 60.0
     interval_s: float = 1.0
+    slo_headroom: float = 0.6  # size for this fraction of the latency SLO (see slo_utilization)
+    max_slo_utilization: float = 0.85
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_count <= self.max_count:
@@ -61,6 +66,10 @@ class ScalingPolicyConfig:
             raise ValueError("target_utilization must be in (0, 1]")
         if not 0 <= self.band < 1:
             raise ValueError("band must be in [0, 1)")
+        if not 0 <= self.slo_headroom <= 1:
+            raise ValueError("slo_headroom must be in [0, 1] (0 turns SLO sizing off)")
+        if not 0 < self.max_slo_utilization <= 1:
+            raise ValueError("max_slo_utilization must be in (0, 1]")
         if self.max_step_up < 1 or self.max_step_down < 1:
             raise ValueError("max steps must be >= 1")
 
@@ -126,6 +135,7 @@ class Signals:
     no_data: int
     not_ready: int
     reset: int
+    service_s: float | None = None  # compute time per completed request
 
 
 def _signals(window: list[Observation], cfg: ScalingPolicyConfig, desired: int) -> Signals:
@@ -183,7 +193,28 @@ def _signals(window: list[Observation], cfg: ScalingPolicyConfig, desired: int) 
         no_data=no_data,
         not_ready=not_ready,
         reset=resets,
+        service_s=svc_s if success > 0 else None,
     )
+
+
+def slo_utilization(cfg: ScalingPolicyConfig, service_s: float | None) -> float:
+    """The busy fraction per replica to size for: the configured target, or higher when a latency
+    SLO allows it.
+
+    With an SLO and a measured service time, the highest utilisation whose queueing delay stays
+    within `slo_headroom` of the SLO's waiting budget follows from M/D/1 (inference at batch 1 is
+    close to deterministic): wait = rho / (2 (1 - rho)) * service, so rho = 2k / (1 + 2k) with
+    k = budget / service. A fast model under a loose SLO may then run hotter than the default
+    0.7; a slow one never runs hotter than the configured target, and never above `max_slo_utilization`.
+    """
+    target = cfg.target_utilization
+    if not cfg.latency_slo_ms or not cfg.slo_headroom or not service_s or service_s <= 0:
+        return target
+    budget = cfg.latency_slo_ms / 1000.0 * cfg.slo_headroom - service_s
+    if budget <= 0:
+        return target
+    k = budget / service_s
+    return max(target, min(cfg.max_slo_utilization, 2 * k / (1 + 2 * k)))
 
 
 def decide(
@@ -219,7 +250,8 @@ def decide(
     if sig.demand is None:
         return out(None, "none", "no metrics in window; holding (missing data never scales in)", state)
 
-    target = cfg.target_utilization
+    target = slo_utilization(cfg, sig.service_s)
+    signals["target_utilization"] = target
     load_ratio = sig.demand / (max(n, 1) * target)
     signals["load_ratio"] = load_ratio
     up_rec = math.ceil(sig.demand / target - 1e-9)

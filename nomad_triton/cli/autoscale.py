@@ -3,6 +3,7 @@
 `simulate --trace FILE`: a .json trace is a synthetic load trace run through the simulator's
 queueing model; a .jsonl trace is recorded observations (`nomad-triton probe JOB --record FILE`)
 replayed through our policy. `run JOB`: the controller loop (nomad_triton.autoscale.controller).
+`agent`: every group with our scaling policy, found through Nomad (nomad_triton.autoscale.agent).
 """
 
 from __future__ import annotations
@@ -210,6 +211,70 @@ def _prometheus_source(client, spec, job: str, group: str, models: tuple[str, ..
         fail(problem, EXIT_BAD_INPUT, as_json)
     # The check's HTTP client belonged to that event loop; the loop that runs the policy gets its own.
     return PrometheusSource(client, spec.settings(), policy=f"{job}/{group}")
+
+
+def _listen(value: str, as_json: bool) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        fail(f"--listen: expected HOST:PORT such as 127.0.0.1:9464, got {value!r}", EXIT_BAD_INPUT, as_json)
+    return host, int(port)
+
+
+@app.command("agent")
+@with_connection
+def agent(
+    listen: str = typer.Option("127.0.0.1:9464", "--listen", help="HOST:PORT for /metrics and /healthz."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Record decisions as scaling events without a count."),
+    ha: bool = typer.Option(True, "--ha/--no-ha", help="Act only while holding the Nomad variable lock."),
+    lock_path: str = typer.Option("nomad-triton/autoscaler/agent", "--lock-path", help="Variable path of the lock."),
+    lock_ttl: float = typer.Option(15.0, "--lock-ttl", help="Lock TTL in seconds (>= 10): the take-over time."),
+    probe_timeout: float = typer.Option(0.8, "--probe-timeout", help="Deadline of one allocation probe, seconds."),
+    duration: float = typer.Option(None, "--duration", help="Stop after this many seconds (default: until SIGTERM)."),
+    as_json: bool = JSON_OPT,
+    conn: Connection | None = None,
+) -> None:
+    """Autoscale every task group whose scaling policy is ours, found through Nomad (one agent per cluster)."""
+    import asyncio
+    import logging
+    import signal
+
+    from nomad_triton.autoscale.agent import Agent, AgentSettings
+    from nomad_triton.autoscale.lock import MIN_TTL_S
+
+    assert conn is not None
+    host, port = _listen(listen, as_json)
+    if (duration is not None and duration <= 0) or probe_timeout <= 0:
+        fail("--duration and --probe-timeout must be > 0", EXIT_BAD_INPUT, as_json)
+    if ha and lock_ttl < MIN_TTL_S:
+        fail(f"--lock-ttl: must be >= {MIN_TTL_S:.0f} seconds (Nomad's minimum), got {lock_ttl:g}",
+             EXIT_BAD_INPUT, as_json)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    settings = AgentSettings(dry_run=dry_run, probe_timeout_s=probe_timeout, lock_path=lock_path if ha else None,
+                             lock_ttl_s=lock_ttl)
+    ag = Agent(conn.client, settings)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        if duration is not None:
+            loop.call_later(duration, stop.set)
+        try:
+            web_runner = await ag.serve_http(host, port)
+        except OSError as exc:
+            fail(f"--listen {listen}: cannot listen ({exc.strerror or exc})", EXIT_FAILED, as_json)
+        try:
+            await ag.run(stop)
+        finally:
+            await web_runner.cleanup()
+
+    asyncio.run(main())
+    summary = {"targets": len(ag.runners), "leader": ag.leading}
+    if as_json:
+        emit_json(summary)
+    else:
+        print(f"autoscale agent stopped: targets={summary['targets']}")
 
 
 def register(root: typer.Typer) -> None:

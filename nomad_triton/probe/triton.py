@@ -51,8 +51,16 @@ class Prober:
         ssl_context: ssl.SSLContext | None = None,
         per_host_connections: int = 4,
         strict_readiness: bool = True,
+        sequential: bool = False,
+        max_in_flight: int = 1000,
     ) -> None:
         self.strict_readiness = strict_readiness
+        self.sequential = sequential
+        # Probes in flight at once, across every probe_all of this prober. With thousands started
+        # together the loop interleaves them all, so none finishes before its deadline; bounded,
+        # they complete in waves and each deadline measures its own endpoint, not the crowd.
+        self.max_in_flight = max_in_flight
+        self._slots: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
         self.timeout_s = timeout_s
         self.tracker = tracker or RateTracker()
         self._clock = clock
@@ -96,6 +104,11 @@ class Prober:
     async def _probe(self, ep: Endpoint) -> Observation:
         ts = self._clock()
         ready_t = asyncio.ensure_future(self._status(_url(ep.http, "/v2/health/ready")))
+        if self.sequential:
+            # One connection per allocation: the scrape follows readiness on the same keep-alive
+            # connection instead of queueing for a second one (aiohttp scans its waiters per
+            # release, which is quadratic across thousands of hosts).
+            await asyncio.wait([ready_t])
         metrics_t = asyncio.ensure_future(self._metrics(_url(ep.metrics, "/metrics"))) if ep.metrics else None
         try:
             ready_code = await ready_t
@@ -105,6 +118,9 @@ class Prober:
         finally:
             if metrics_t is not None:
                 metrics_t.cancel()
+                # A scrape that already failed while readiness failed too: its error is this
+                # probe's, not an unretrieved task exception (asyncio would log a traceback each).
+                metrics_t.add_done_callback(lambda t: t.cancelled() or t.exception())
         if isinstance(sample, asyncio.CancelledError):
             raise sample
         # Under strict readiness (Triton's default, always on in PyTriton) a ready server means
@@ -175,7 +191,16 @@ class Prober:
             self.tracker.forget(a)
 
     async def probe_all(self, endpoints: Iterable[Endpoint]) -> list[Observation]:
-        return list(await asyncio.gather(*(self.probe(ep) for ep in endpoints)))
+        loop = asyncio.get_running_loop()
+        if self._slots is None or self._slots[0] is not loop:  # a semaphore belongs to one loop
+            self._slots = (loop, asyncio.Semaphore(self.max_in_flight))
+        slots = self._slots[1]
+
+        async def one(ep: Endpoint) -> Observation:
+            async with slots:
+                return await self.probe(ep)
+
+        return list(await asyncio.gather(*(one(ep) for ep in endpoints)))
 
 
 def _ok(code: int | BaseException | None) -> bool | None:

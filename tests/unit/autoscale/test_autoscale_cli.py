@@ -48,3 +48,14 @@ def test_bad_trace_is_one_line_exit_2(tmp_path: Path) -> None:
     r = CliRunner().invoke(app, ["autoscale", "simulate", "--trace", str(bad)])
     assert r.exit_code == 2
     assert "bad.json: field 'duration_s' is required" in r.output and "Traceback" not in r.output
+
+
+def test_agent_bad_flags_are_one_line_exit_2() -> None:
+    # Rejected before anything is contacted (the address is never dialled).
+    for args, words in ((["--listen", "9464"], "--listen: expected HOST:PORT"),
+                        (["--listen", "127.0.0.1:99999"], "--listen: expected HOST:PORT"),
+                        (["--lock-ttl", "5"], "--lock-ttl: must be >= 10"),
+                        (["--probe-timeout", "0"], "--probe-timeout must be > 0")):
+        r = CliRunner().invoke(app, ["autoscale", "agent", "--address", "http://127.0.0.1:9", *args])
+        assert r.exit_code == 2, (args, r.output)
+        assert words in r.output and "Traceback" not in r.output, (args, r.output)

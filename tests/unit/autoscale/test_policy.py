@@ -6,11 +6,20 @@ from dataclasses import dataclass, field, replace
 
 import pytest
 
-from nomad_triton.autoscale.policy import Decision, PolicyState, ScalingPolicyConfig, commit, decide
+from nomad_triton.autoscale.policy import (
+    Decision,
+    PolicyState,
+    ScalingPolicyConfig,
+    commit,
+    decide,
+    slo_utilization,
+)
 from nomad_triton.probe.observations import ModelRates, Observation, ProbeState
 
 NOW = 1000.0
-CFG = ScalingPolicyConfig(min_count=1, max_count=10, latency_slo_ms=100.0)
+# The table's arithmetic is at the configured target (0.7); SLO sizing, which would size these
+# 20 ms requests under a 100 ms SLO for 0.8, has its own tests below (test_slo_*).
+CFG = ScalingPolicyConfig(min_count=1, max_count=10, latency_slo_ms=100.0, slo_headroom=0.0)
 
 
 def obs(aid: str, util: float = 0.5, sat: float = 0.2, latency_ms: float = 30.0, pending: float = 0.0,
@@ -240,3 +249,23 @@ def test_p95_above_slo_lets_queueing_nudge_up() -> None:
     assert decide(busy, PolicyState(desired=4), CFG, NOW).direction == "none"
     d = decide(_with_p95(busy, 180), PolicyState(desired=4), CFG, NOW)
     assert (d.new_count, d.direction) == (5, "up") and "latency 180ms" in d.reason
+
+
+def test_slo_sizing_runs_fast_requests_hotter_under_a_loose_slo() -> None:
+    cfg = replace(CFG, slo_headroom=0.6)
+    # 20 ms service, 100 ms SLO: waiting budget 0.6*100-20 = 40 ms = 2 services -> rho = 4/5.
+    assert slo_utilization(cfg, 0.020) == pytest.approx(0.8)
+    # 4 replicas at 0.9 busy -> demand 3.6 -> ceil(3.6/0.8) = 5 (at the fixed 0.7 it would be 6)
+    d = decide(group(4, util=0.9), PolicyState(desired=4), cfg, NOW)
+    assert (d.new_count, d.direction) == (5, "up") and d.signals["target_utilization"] == pytest.approx(0.8)
+
+
+def test_slo_sizing_never_goes_below_the_target_nor_above_its_cap() -> None:
+    cfg = replace(CFG, slo_headroom=0.6)
+    assert slo_utilization(cfg, 0.055) == cfg.target_utilization  # slow model: budget 5 ms -> rho 0.15
+    assert slo_utilization(cfg, 0.080) == cfg.target_utilization  # no budget left at all
+    assert slo_utilization(cfg, 0.001) == cfg.max_slo_utilization  # tiny service time: capped
+    assert slo_utilization(replace(cfg, latency_slo_ms=None), 0.001) == cfg.target_utilization
+    assert slo_utilization(cfg, None) == cfg.target_utilization  # no measurement yet
+    with pytest.raises(ValueError, match="slo_headroom"):
+        replace(cfg, slo_headroom=1.5)
