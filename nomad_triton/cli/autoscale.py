@@ -230,6 +230,9 @@ def agent(
     lock_ttl: float = typer.Option(15.0, "--lock-ttl", help="Lock TTL in seconds (>= 10): the take-over time."),
     probe_timeout: float = typer.Option(0.8, "--probe-timeout", help="Deadline of one allocation probe, seconds."),
     duration: float = typer.Option(None, "--duration", help="Stop after this many seconds (default: until SIGTERM)."),
+    sd: bool = typer.Option(
+        False, "--sd", help="Also serve Prometheus HTTP service discovery at /sd/v1/targets (as `nomad-triton sd`)."
+    ),
     as_json: bool = JSON_OPT,
     conn: Connection | None = None,
 ) -> None:
@@ -252,6 +255,13 @@ def agent(
     settings = AgentSettings(dry_run=dry_run, probe_timeout_s=probe_timeout, lock_path=lock_path if ha else None,
                              lock_ttl_s=lock_ttl)
     ag = Agent(conn.client, settings)
+    catalogue = None
+    if sd:
+        from nomad_triton.observe.sd import ServiceCatalogue, aiohttp_routes
+
+        catalogue = ServiceCatalogue(conn.client, namespace=conn.settings.namespace)
+        catalogue.follow()
+        ag.extra_routes.extend(aiohttp_routes(catalogue))
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -268,6 +278,8 @@ def agent(
             await ag.run(stop)
         finally:
             await web_runner.cleanup()
+            if catalogue is not None:
+                catalogue.close()
 
     asyncio.run(main())
     summary = {"targets": len(ag.runners), "leader": ag.leading}

@@ -11,9 +11,9 @@ is then the only delay between a scale-out and a new target. Readers get the las
 while Nomad does not answer the snapshot stays (Prometheus keeps scraping what it knew) and
 `/healthz` says why.
 
-To serve it inside another ASGI app (the autoscale agent): build a `ServiceCatalogue`, start its
-`follow()` thread, and mount `sd_app(catalogue)` (e.g. `Mount("/sd", app=sd_app(cat))`; Prometheus
-then uses `http://host:port/sd/v1/targets`).
+To serve it inside another app: build a `ServiceCatalogue`, start its `follow()` thread, and mount
+`sd_app(catalogue)` in an ASGI app, or add `aiohttp_routes(catalogue)` to an aiohttp one (the
+autoscale agent does, with `--sd`: Prometheus then uses `http://agent:port/sd/v1/targets`).
 """
 
 from __future__ import annotations
@@ -150,25 +150,51 @@ class ServiceCatalogue:
         self._stop.set()
 
 
+def targets_answer(catalogue: ServiceCatalogue, required_tags: tuple[str, ...]) -> tuple[int, Any, dict[str, str]]:
+    """(status, JSON body, headers) of `GET /v1/targets`, whichever web framework serves it."""
+    snap = catalogue.snapshot()
+    if snap.updated_at is None:
+        # Prometheus keeps its previous targets on an error; an empty list would drop them.
+        return 503, {"error": snap.error or "service catalogue not read yet"}, {}
+    return 200, target_groups(snap.registrations, required_tags), {"X-Nomad-Index": str(snap.index)}
+
+
+def health_answer(catalogue: ServiceCatalogue) -> tuple[int, str]:
+    """(status, text) of `GET /healthz`: 503 while Nomad does not answer or before the first read."""
+    snap = catalogue.snapshot()
+    if snap.error:
+        age = "never" if snap.updated_at is None else f"{time.time() - snap.updated_at:.0f}s ago"
+        return 503, f"nomad not answering ({snap.error}); last good read {age}\n"
+    if snap.updated_at is None:
+        return 503, "starting\n"
+    return 200, f"ok: {len(snap.registrations)} registrations at index {snap.index}\n"
+
+
 def sd_app(catalogue: ServiceCatalogue) -> Starlette:
     """ASGI app: `GET /v1/targets[?tag=a&tag=b]` (http_sd JSON) and `GET /healthz`."""
 
     async def targets(request: Request) -> JSONResponse:
-        snap = catalogue.snapshot()
-        if snap.updated_at is None:
-            # Prometheus keeps its previous targets on an error; an empty list would drop them.
-            return JSONResponse({"error": snap.error or "service catalogue not read yet"}, status_code=503)
-        required = tuple(request.query_params.getlist("tag"))
-        return JSONResponse(target_groups(snap.registrations, required),
-                            headers={"X-Nomad-Index": str(snap.index)})
+        status, body, headers = targets_answer(catalogue, tuple(request.query_params.getlist("tag")))
+        return JSONResponse(body, status_code=status, headers=headers)
 
     async def healthz(request: Request) -> PlainTextResponse:
-        snap = catalogue.snapshot()
-        if snap.error:
-            age = "never" if snap.updated_at is None else f"{time.time() - snap.updated_at:.0f}s ago"
-            return PlainTextResponse(f"nomad not answering ({snap.error}); last good read {age}\n", status_code=503)
-        if snap.updated_at is None:
-            return PlainTextResponse("starting\n", status_code=503)
-        return PlainTextResponse(f"ok: {len(snap.registrations)} registrations at index {snap.index}\n")
+        status, text = health_answer(catalogue)
+        return PlainTextResponse(text, status_code=status)
 
     return Starlette(routes=[Route("/v1/targets", targets), Route("/healthz", healthz)])
+
+
+def aiohttp_routes(catalogue: ServiceCatalogue, prefix: str = "/sd") -> list[Any]:
+    """The same endpoints as aiohttp routes under `prefix`, for the autoscale agent's HTTP server
+    (Prometheus then uses `http://agent:port/sd/v1/targets`)."""
+    from aiohttp import web
+
+    async def targets(request: web.Request) -> web.Response:
+        status, body, headers = targets_answer(catalogue, tuple(request.query.getall("tag", [])))
+        return web.json_response(body, status=status, headers=headers)
+
+    async def healthz(request: web.Request) -> web.Response:
+        status, text = health_answer(catalogue)
+        return web.Response(text=text, status=status)
+
+    return [web.get(f"{prefix}/v1/targets", targets), web.get(f"{prefix}/healthz", healthz)]

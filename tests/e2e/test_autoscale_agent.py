@@ -42,9 +42,9 @@ def register(client: NomadClient, spec_path: Path, sets: list[str] | None = None
     return spec.name
 
 
-def agent_cli(dc: Devcluster, port: int, log: Path) -> Any:
+def agent_cli(dc: Devcluster, port: int, log: Path, *extra: str) -> Any:
     return start_cli(["autoscale", "agent", "--listen", f"127.0.0.1:{port}", "--lock-ttl", str(LOCK_TTL),
-                      "--json"], dc.addr, log)
+                      "--json", *extra], dc.addr, log)
 
 
 def events(log: Path, name: str) -> list[dict[str, Any]]:
@@ -88,7 +88,7 @@ def test_agent_scales_loaded_jobs_not_idle_follows_policies_and_hands_over(devcl
     procs = []
     loads: list[tuple[Any, Path]] = []
     try:
-        procs.append(agent_cli(devcluster, ports[0], logs[0]))
+        procs.append(agent_cli(devcluster, ports[0], logs[0], "--sd"))  # also Prometheus SD (issue #13)
         wait_for_text(logs[0], '"event": "leader"', 30)
         procs.append(agent_cli(devcluster, ports[1], logs[1]))
         wait_for_text(logs[1], '"event": "standby"', 30)
@@ -99,6 +99,14 @@ def test_agent_scales_loaded_jobs_not_idle_follows_policies_and_hands_over(devcl
                         [f"driver.command={BIN / 'nomad-triton'}"])
         for job in (*busy, idle):
             wait_until(lambda job=job: _settled(client, job), 120, f"{job}: first deployment successful", 0.5)
+        # The agent serves Prometheus HTTP SD too: every job's metrics service, with its job= tag.
+        def sd_jobs() -> set[str]:
+            groups = httpx.get(f"http://127.0.0.1:{ports[0]}/sd/v1/targets", params={"tag": "prometheus"},
+                               timeout=5).json()
+            return {t.strip(",")[4:] for g in groups for t in g["labels"]["__meta_nomad_tags"].split(",")
+                    if t.startswith("job=")}
+        wait_until(lambda: sd_jobs() == {*busy, idle}, 20, "agent /sd/v1/targets lists the three jobs", 0.5)
+        assert httpx.get(f"http://127.0.0.1:{ports[0]}/sd/healthz", timeout=5).status_code == 200
         for log in logs:
             wait_until(lambda log=log: {e["target"] for e in events(log, "target_added")}
                        == {f"default/{j}/triton" for j in (*busy, idle)}, 10, f"{log.name}: three targets")
