@@ -13,6 +13,10 @@ PORT="${FLEET_DEMO_PORT:-4656}"
 FLEET=examples/fleet/fleet.toml
 
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+running_allocs() {  # allocations of job $1 running now
+  nomad-triton status "$1" --json | python3 -c 'import json, sys
+print(sum(a["status"] == "running" for a in json.load(sys.stdin)["allocations"]))' 2>/dev/null || echo "?"
+}
 
 step "Starting the fleet devcluster on 127.0.0.1:${PORT} (pools: default, gpu-a100, gpu-h100, gpu-l4)"
 if nomad-triton dev status --state-dir "$STATE_DIR" >/dev/null 2>&1; then
@@ -36,10 +40,30 @@ nomad-triton fleet deploy "$FLEET"
 step "Status: every toolkit job, GPUs per pool"
 nomad-triton status
 
-# --- Autoscaler agent step (added by the lead once `autoscale agent` is merged) -----------------
-# Placeholder: start `nomad-triton autoscale agent` here, put a short load on one pool with
-# examples/loadgen.py, and show the agent scaling that pool (then `nomad-triton status` again).
-# ----------------------------------------------------------------------------------------------
+step "Autoscaler agent: one process for the whole cluster, targets found in Nomad's scaling policies"
+AGENT_LOG="${STATE_DIR}/agent.log"
+nomad-triton autoscale agent --no-ha --sd --listen 127.0.0.1:0 --duration 120 --json >"$AGENT_LOG" 2>&1 &
+AGENT_PID=$!
+trap 'kill "$AGENT_PID" 2>/dev/null || true' EXIT
+for _ in $(seq 1 30); do grep -q '"target_added"' "$AGENT_LOG" 2>/dev/null && break; sleep 1; done
+grep -o '"target": "[^"]*"' "$AGENT_LOG" | sort -u | sed 's/^/  found /' || true
+before=$(running_allocs triton-gpu-l4)
+
+step "Load on the gpu-l4 pool only (examples/loadgen.py through Nomad's service discovery, 45 s)"
+python3 examples/loadgen.py --nomad-job triton-gpu-l4 --model mlp --phase 45s@400rps --concurrency 64 \
+  --refresh 1 >"${STATE_DIR}/loadgen.log" 2>&1 || true
+sleep 10  # the agent's scale-out rollout: give the new allocation a moment
+grep -h '"event": "scaled"' "$AGENT_LOG" | sed 's/^/  /' | tail -n 5 || true
+after=$(running_allocs triton-gpu-l4)
+if [ "$before" != "$after" ]; then
+  echo "the agent scaled triton-gpu-l4: ${before} -> ${after} allocations (the other pools were left alone)"
+else
+  echo "triton-gpu-l4 stayed at ${after}: this machine served the load within the policy's target (see ${AGENT_LOG})"
+fi
+kill "$AGENT_PID" 2>/dev/null || true
+wait "$AGENT_PID" 2>/dev/null || true
+trap - EXIT
+nomad-triton status
 
 cat <<MSG
 
