@@ -3,7 +3,8 @@
 (Raised from 1,000 in <= 1 s: one autoscale agent now probes a whole cluster.) Each endpoint is a
 listening socket on 127.0.0.1 served by helper processes (asyncio, up to 2,500 endpoints each, so
 each stays under its open-files limit; pinned to another core when there is one) that answer Triton's health/readiness routes and serves a real
-Triton /metrics page recorded from PyTriton (tests/fixtures/triton_metrics.txt), with keep-alive.
+Triton /metrics page recorded from PyTriton (tests/fixtures/triton_metrics.txt), its counters
+advancing with every scrape (so no two pages of an endpoint are alike, as under load), with keep-alive.
 The prober is the production one (nomad_triton.probe.triton.Prober): per endpoint it asks
 /v2/health/ready and /metrics concurrently, parses the page into rates, and (strict readiness)
 asks /v2/models/<m>/ready only for a model the page does not list or when the server is not ready.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -41,14 +43,26 @@ def raise_nofile(need: int) -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
+_BUSY = re.compile(r"^(nv_inference_(?:request_success|count|exec_count|request_duration_us|"
+                   r"queue_duration_us|compute_infer_duration_us)\{[^}]*\}) (\d+)$", re.M)
+
+
+def busy_page(text: str) -> str:
+    """The recorded page as a format string whose counters advance with each scrape (a busy
+    server: every page differs from the one before, as under load)."""
+    marked = _BUSY.sub(lambda m: f"{m.group(1)} \0{m.group(2)}", text)
+    return marked.replace("{", "{{").replace("}", "}}").replace("\0", "{n}")
+
+
 class _Http(asyncio.Protocol):
     """Minimal HTTP/1.1 keep-alive responder: enough of Triton's routes for a prober."""
 
-    metrics: bytes = b""
+    page: str = ""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.t = transport  # type: ignore[assignment]
         self.buf = b""
+        self.scrapes = 0
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
@@ -56,7 +70,8 @@ class _Http(asyncio.Protocol):
             head, self.buf = self.buf.split(b"\r\n\r\n", 1)
             path = head.split(b" ", 2)[1]
             if path == b"/metrics":
-                body, ctype = self.metrics, b"text/plain; version=0.0.4"
+                self.scrapes += 1
+                body, ctype = self.page.format(n=self.scrapes).encode(), b"text/plain; version=0.0.4"
             elif path.startswith(b"/v2/"):
                 body, ctype = b"", b"text/plain"
             else:
@@ -73,7 +88,7 @@ def serve(n: int) -> None:
     raise_nofile(n * 4 + 256)
     if hasattr(os, "sched_setaffinity") and os.cpu_count() and os.cpu_count() > 1:  # type: ignore[operator]
         os.sched_setaffinity(0, {1})
-    _Http.metrics = FIXTURE.read_bytes()
+    _Http.page = busy_page(FIXTURE.read_text())
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -86,6 +101,7 @@ def serve(n: int) -> None:
 
 
 def main() -> int:
+    from nomad_triton.probe.gc_tuning import tune_for_fanout
     from nomad_triton.probe.observations import Endpoint, ProbeState
     from nomad_triton.probe.triton import Prober
 
@@ -117,6 +133,8 @@ def main() -> int:
                 return 1
             ports.extend(json.loads(line))
         eps = [Endpoint(f"alloc-{i:04d}", f"127.0.0.1:{p}", f"127.0.0.1:{p}", ("double",)) for i, p in enumerate(ports)]
+
+        tune_for_fanout()  # as `autoscale agent` does at start: this is the agent's prober
 
         async def run() -> list[tuple[float, float, int, int]]:
             out = []

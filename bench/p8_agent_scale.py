@@ -237,7 +237,7 @@ def agent_child(addr: str, duration: float, out: str) -> None:
             return result
 
     client = NomadClient.from_env(address=addr)
-    agent = Timed(client, AgentSettings(lock_ttl_s=15.0, probe_timeout_s=0.8))
+    agent = Timed(client, AgentSettings(lock_ttl_s=15.0, probe_timeout_s=0.8, tune_gc=True))
     c0, w0 = time.process_time(), time.monotonic()
 
     async def main() -> None:

@@ -57,6 +57,7 @@ from nomad_triton.autoscale.sources import ObservationSource
 from nomad_triton.autoscale.sources.watched import WatchedSource
 from nomad_triton.autoscale.targets import TargetChanges, TargetSet, TargetSpec
 from nomad_triton.nomad.client import NomadClient
+from nomad_triton.probe.gc_tuning import tune_for_fanout
 from nomad_triton.probe.triton import Prober
 
 AGENT_LOCK_PATH = "nomad-triton/autoscaler/agent"
@@ -78,6 +79,9 @@ class AgentSettings:
     history_s: float = 120.0
     nomad_threads: int = 10  # python-nomad is synchronous; its requests pool holds 10 connections
     status_refresh_s: float = 30.0  # re-read a group's scale status at least this often
+    # The agent's own process (CLI, bench): collector thresholds for a long-lived fan-out
+    # (probe/gc_tuning.py). Off for an Agent embedded in someone else's process, e.g. a test run.
+    tune_gc: bool = False
 
 
 class AgentMetrics:
@@ -207,6 +211,8 @@ class Agent:
         loop = asyncio.get_running_loop()
         loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(
             self.settings.nomad_threads, thread_name_prefix="nomad"))
+        if self.settings.tune_gc:
+            tune_for_fanout()  # one process probes every allocation of the cluster
         log_event("agent_started", lock=self.settings.lock_path, dry_run=self.settings.dry_run)
         tasks = [asyncio.create_task(self._watch_policies(), name="policy-watch"),
                  asyncio.create_task(self.view.run(), name="cluster-view")]

@@ -252,7 +252,7 @@ def agent(
         fail(f"--lock-ttl: must be >= {MIN_TTL_S:.0f} seconds (Nomad's minimum), got {lock_ttl:g}",
              EXIT_BAD_INPUT, as_json)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    settings = AgentSettings(dry_run=dry_run, probe_timeout_s=probe_timeout, lock_path=lock_path if ha else None,
+    settings = AgentSettings(tune_gc=True, dry_run=dry_run, probe_timeout_s=probe_timeout, lock_path=lock_path if ha else None,
                              lock_ttl_s=lock_ttl)
     ag = Agent(conn.client, settings)
     catalogue = None

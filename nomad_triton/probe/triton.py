@@ -21,9 +21,9 @@ import asyncio
 import ssl
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import replace
 
 import aiohttp
+from yarl import URL
 
 from nomad_triton.probe.metrics import MetricsSample, RateTracker, parse_metrics
 from nomad_triton.probe.observations import Endpoint, ModelRates, Observation, ProbeState
@@ -53,6 +53,7 @@ class Prober:
         strict_readiness: bool = True,
         sequential: bool = False,
         max_in_flight: int = 1000,
+        keepalive_s: float = 75.0,
     ) -> None:
         self.strict_readiness = strict_readiness
         self.sequential = sequential
@@ -66,7 +67,12 @@ class Prober:
         self._clock = clock
         self._ssl = ssl_context or ssl.create_default_context()
         self._per_host = per_host_connections
+        # Idle connections are kept longer than an evaluation interval (aiohttp's default is 15 s):
+        # a round of thousands of endpoints, or a 30 s interval, would otherwise reconnect to
+        # every endpoint every round.
+        self._keepalive_s = keepalive_s
         self._session: aiohttp.ClientSession | None = None
+        self._urls: dict[tuple[str, str], URL] = {}
 
     async def __aenter__(self) -> Prober:
         return self
@@ -82,47 +88,65 @@ class Prober:
     def _sess(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, limit_per_host=self._per_host, ssl=self._ssl),
-                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+                connector=aiohttp.TCPConnector(limit=0, limit_per_host=self._per_host, ssl=self._ssl,
+                                         keepalive_timeout=self._keepalive_s),
+                # Every probe already runs under its own deadline (`probe`); a second, per-request
+                # timer would be two more timer handles per request for nothing.
+                timeout=aiohttp.ClientTimeout(total=None),
                 trust_env=False,
                 auto_decompress=False,
+                cookie_jar=aiohttp.DummyCookieJar(),  # Triton sets none; no jar work per request
             )
         return self._session
 
-    async def _status(self, url: str) -> int:
+    def _url(self, addr: str, path: str) -> URL:
+        """The parsed URL of one endpoint's route, built once (parsing it costs per request)."""
+        url = self._urls.get((addr, path))
+        if url is None:
+            if len(self._urls) >= 100_000:  # endpoints come and go; never grow without bound
+                self._urls.clear()
+            url = self._urls[(addr, path)] = URL(_url(addr, path))
+        return url
+
+    async def _status(self, url: URL) -> int:
         async with self._sess().get(url) as r:
             await r.read()
             return r.status
 
-    async def _metrics(self, url: str) -> MetricsSample:
+    async def _metrics(self, url: URL) -> MetricsSample:
         async with self._sess().get(url) as r:
-            body = await r.text()
+            body = await r.read()
             if r.status != 200:
                 raise ValueError(f"HTTP {r.status}")
-            return parse_metrics(body)
+            return parse_metrics(body.decode(r.charset or "utf-8", errors="replace"))
+
+    async def _scrape(self, ep: Endpoint) -> MetricsSample | BaseException:
+        """The metrics page, or the error that kept it from us (the probe still reports readiness)."""
+        try:
+            return await self._metrics(self._url(ep.metrics, "/metrics"))
+        except Exception as exc:  # noqa: BLE001 - any scrape failure is this probe's metrics error
+            return exc
 
     async def _probe(self, ep: Endpoint) -> Observation:
         ts = self._clock()
-        ready_t = asyncio.ensure_future(self._status(_url(ep.http, "/v2/health/ready")))
+        sample: MetricsSample | BaseException | None = None
         if self.sequential:
             # One connection per allocation: the scrape follows readiness on the same keep-alive
             # connection instead of queueing for a second one (aiohttp scans its waiters per
-            # release, which is quadratic across thousands of hosts).
-            await asyncio.wait([ready_t])
-        metrics_t = asyncio.ensure_future(self._metrics(_url(ep.metrics, "/metrics"))) if ep.metrics else None
-        try:
-            ready_code = await ready_t
-            sample: MetricsSample | BaseException | None = None
-            if metrics_t is not None:
-                sample = (await asyncio.gather(metrics_t, return_exceptions=True))[0]
-        finally:
-            if metrics_t is not None:
-                metrics_t.cancel()
-                # A scrape that already failed while readiness failed too: its error is this
-                # probe's, not an unretrieved task exception (asyncio would log a traceback each).
-                metrics_t.add_done_callback(lambda t: t.cancelled() or t.exception())
-        if isinstance(sample, asyncio.CancelledError):
-            raise sample
+            # release, which is quadratic across thousands of hosts). No extra tasks either.
+            ready_code = await self._status(self._url(ep.http, "/v2/health/ready"))
+            if ep.metrics:
+                sample = await self._scrape(ep)
+        else:
+            ready_t = asyncio.ensure_future(self._status(self._url(ep.http, "/v2/health/ready")))
+            metrics_t = asyncio.ensure_future(self._scrape(ep)) if ep.metrics else None
+            try:
+                ready_code = await ready_t
+                if metrics_t is not None:
+                    sample = await metrics_t
+            finally:
+                if metrics_t is not None and not metrics_t.done():
+                    metrics_t.cancel()
         # Under strict readiness (Triton's default, always on in PyTriton) a ready server means
         # every loaded model is ready, and the metrics page lists the loaded models; only the
         # models that leaves in doubt are asked individually (saves a request per allocation).
@@ -130,9 +154,9 @@ class Prober:
         inferred = self.strict_readiness and ready_code == 200
         ask = [m for m in ep.models if not (inferred and m in listed)]
         live: bool | None = True
-        checks = [self._status(_url(ep.http, f"/v2/models/{m}/ready")) for m in ask]
+        checks = [self._status(self._url(ep.http, f"/v2/models/{m}/ready")) for m in ask]
         if ready_code != 200:
-            checks.append(self._status(_url(ep.http, "/v2/health/live")))
+            checks.append(self._status(self._url(ep.http, "/v2/health/live")))
         codes = await asyncio.gather(*checks, return_exceptions=True) if checks else []
         if ready_code != 200:
             live = codes[-1] == 200
@@ -143,8 +167,8 @@ class Prober:
             error, sample = f"metrics: {type(sample).__name__}: {sample}", None
         models: dict[str, ModelRates] = {}
         if sample is not None:
-            rates = self.tracker.update(ep.alloc_id, ts, sample)
-            models = {m: _with_ready(r, _ok(model_ready.get(m))) for m, r in rates.items()}
+            models = self.tracker.update(
+                ep.alloc_id, ts, sample, {m: _ok(code) for m, code in model_ready.items()})
         for m, code in model_ready.items():
             models.setdefault(m, ModelRates(ready=_ok(code)))
         return Observation(
@@ -191,23 +215,32 @@ class Prober:
             self.tracker.forget(a)
 
     async def probe_all(self, endpoints: Iterable[Endpoint]) -> list[Observation]:
+        """Every endpoint probed once, in the order given; at most `max_in_flight` at a time.
+
+        A fixed set of workers takes the endpoints one after another rather than one task per
+        endpoint queued on the semaphore: 10,000 waiters on one asyncio.Semaphore cost a scan of
+        the waiter queue per release (quadratic), and 10,000 tasks are 10,000 more objects for
+        the garbage collector to walk. The semaphore still bounds what several concurrent
+        probe_all calls (an agent's targets) have in flight together.
+        """
         loop = asyncio.get_running_loop()
         if self._slots is None or self._slots[0] is not loop:  # a semaphore belongs to one loop
             self._slots = (loop, asyncio.Semaphore(self.max_in_flight))
         slots = self._slots[1]
+        todo = list(endpoints)
+        results: list[Observation | None] = [None] * len(todo)
+        queue = iter(enumerate(todo))
 
-        async def one(ep: Endpoint) -> Observation:
-            async with slots:
-                return await self.probe(ep)
+        async def worker() -> None:
+            for i, ep in queue:
+                async with slots:
+                    results[i] = await self.probe(ep)
 
-        return list(await asyncio.gather(*(one(ep) for ep in endpoints)))
+        await asyncio.gather(*(worker() for _ in range(min(self.max_in_flight, len(todo)))))
+        return [r for r in results if r is not None]
 
 
 def _ok(code: int | BaseException | None) -> bool | None:
     if code is None:
         return None
     return code == 200
-
-
-def _with_ready(r: ModelRates, ready: bool | None) -> ModelRates:
-    return r if ready is None else replace(r, ready=ready)
