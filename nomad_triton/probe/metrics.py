@@ -43,125 +43,111 @@ class MetricsSample:
     gpu_memory_total_bytes: float | None = None
 
 
-_WANTED_SET = frozenset(
-    (*COUNTERS, GAUGE_PENDING, SUMMARY_REQUEST, "nv_gpu_utilization", "nv_gpu_memory_used_bytes", "nv_gpu_memory_total_bytes")
-)
+_GPU_UTIL, _GPU_MEM_USED, _GPU_MEM_TOTAL = "nv_gpu_utilization", "nv_gpu_memory_used_bytes", "nv_gpu_memory_total_bytes"
+_WANTED_SET = frozenset((*COUNTERS, GAUGE_PENDING, SUMMARY_REQUEST, _GPU_UTIL, _GPU_MEM_USED, _GPU_MEM_TOTAL))
 
-# Series text (`name{labels}`) -> (name, labels) as prometheus_client parsed it. A cluster serves a
-# few hundred distinct series (models x versions x Triton's counters) however many allocations it
-# has, and a later scrape of a series changes only its value: parsing each series once takes the
-# parser (~45 us per sample, ~0.5 ms per page) off the per-scrape path, which at 10,000
-# allocations a round was 5 s of one core. Bounded: cleared when a churn of series outgrows it.
-_SERIES: dict[str, tuple[str, dict[str, str]]] = {}
-_SERIES_MAX = 20_000
+# What one series contributes to a MetricsSample: (kind, model, counter key, version).
+_Route = tuple[int, str, str, str | None]
+_UNUSED, _COUNTER, _PENDING, _P95, _UTIL, _MEM_USED, _MEM_TOTAL = range(7)
+_SKIP: _Route = (_UNUSED, "", "", None)
 
-
-def _series(key: str) -> tuple[str, dict[str, str]]:
-    """Name and labels of one series, parsed by prometheus_client the first time it is seen."""
-    hit = _SERIES.get(key)
-    if hit is None:
-        families = list(text_string_to_metric_families(key + " 0\n"))
-        if len(families) != 1 or len(families[0].samples) != 1:
-            raise ValueError(f"not one Prometheus sample: {key[:80]!r}")
-        sample = families[0].samples[0]
-        if len(_SERIES) >= _SERIES_MAX:
-            _SERIES.clear()
-        hit = _SERIES[key] = (sample.name, dict(sample.labels))
-    return hit
-
+# Series text (`name{labels}`) -> its route, decided once from prometheus_client's parse of it. A
+# cluster serves a few hundred distinct series (models x versions x Triton's counters) however
+# many allocations it has, and a later scrape of a series changes only its value: parsing each
+# series once takes the parser (~45 us per sample, ~0.5 ms per page) off the per-scrape path, which
+# at 10,000 allocations a round was 5 s of one core. Bounded: cleared when churn outgrows it.
+_ROUTES: dict[str, _Route] = {}
+_ROUTES_MAX = 20_000
 
 # Every sample line of Triton's own families (`nv_inference_*`, `nv_gpu_*`) as (series, value), found
 # by one C-level scan of the page (a Triton page is mostly HELP/TYPE lines and families we skip).
 _TRITON_SAMPLE = re.compile(r"\n(nv_(?:inference|gpu)_[^ \t{\n]*(?:\{[^\n]*\})?)[ \t]+([^ \t\n]+)")
-_UNUSED: tuple[str, dict[str, str]] = ("", {})  # cached verdict for a series of a family we skip
 
 
-def _samples(text: str) -> list[tuple[str, dict[str, str], float]]:
-    """(name, labels, value) of the samples of the families we use, in page order.
-
-    A sample line is `series value [timestamp]`; its series is what prometheus_client parses (and
-    refuses when malformed), the value is a Prometheus float (NaN and +Inf included). Other
-    families and comment lines are skipped unparsed: one exporter's extra families never cost us.
-    """
-    page = "\n" + text
-    found = _TRITON_SAMPLE.findall(page)
-    if len(found) != page.count("\nnv_inference_") + page.count("\nnv_gpu_"):
-        return _samples_strict(text)  # some line of ours did not scan: find it and say what is wrong
-    out = []
-    series = _SERIES
-    for key, value in found:
-        hit = series.get(key)
-        if hit is None:
-            hit = _new_series(key)
-        if hit is not _UNUSED:
-            out.append((hit[0], hit[1], float(value)))
-    return out
-
-
-def _samples_strict(text: str) -> list[tuple[str, dict[str, str], float]]:
-    """Line by line, for a page the fast scan could not read: the first bad line of one of our
-    families raises ValueError (prometheus_client's parser names its fault)."""
-    out = []
-    for line in text.splitlines():
-        if not line.startswith(("nv_inference_", "nv_gpu_")):
-            continue
-        close = line.rfind("}")
-        key, rest = (line[: close + 1], line[close + 1:].split()) if close > 0 else (line.split()[0], line.split()[1:])
-        hit = _new_series(key)
-        if hit is _UNUSED:
-            continue
-        if not 1 <= len(rest) <= 2:
-            raise ValueError(f"not a Prometheus sample line: {line[:80]!r}")
-        out.append((hit[0], hit[1], float(rest[0])))
-    return out
-
-
-def _new_series(key: str) -> tuple[str, dict[str, str]]:
-    """First sight of a series: _UNUSED if its family is not one we use, else parsed and kept."""
+def _route(key: str) -> _Route:
+    """First sight of a series: prometheus_client parses it (and refuses it when malformed)."""
     brace = key.find("{")
-    name = key[:brace] if brace >= 0 else key
-    if (name[:-6] if name.endswith("_total") else name) not in _WANTED_SET:
-        if len(_SERIES) >= _SERIES_MAX:
-            _SERIES.clear()
-        _SERIES[key] = _UNUSED
-        return _UNUSED
-    return _series(key)
+    family = key[:brace] if brace >= 0 else key
+    family = family[:-6] if family.endswith("_total") else family
+    route = _SKIP
+    if family in _WANTED_SET:
+        families = list(text_string_to_metric_families(key + " 0\n"))
+        if len(families) != 1 or len(families[0].samples) != 1:
+            raise ValueError(f"not one Prometheus sample: {key[:80]!r}")
+        labels = families[0].samples[0].labels
+        model, version = labels.get("model"), labels.get("version")
+        if family in COUNTERS and model is not None:
+            route = (_COUNTER, model, COUNTERS[family], version)
+        elif family == GAUGE_PENDING and model is not None:
+            route = (_PENDING, model, "", version)
+        elif family == SUMMARY_REQUEST and model is not None and labels.get("quantile") == "0.95":
+            route = (_P95, model, "", version)
+        elif family in (_GPU_UTIL, _GPU_MEM_USED, _GPU_MEM_TOTAL):
+            route = ({_GPU_UTIL: _UTIL, _GPU_MEM_USED: _MEM_USED}.get(family, _MEM_TOTAL), "", "", None)
+    if len(_ROUTES) >= _ROUTES_MAX:
+        _ROUTES.clear()
+    _ROUTES[key] = route
+    return route
+
+
+def _sample_lines(text: str) -> list[tuple[str, str]]:
+    """(series, value text) of every sample line of Triton's families, in page order."""
+    page = "\n" + text
+    found: list[tuple[str, str]] = _TRITON_SAMPLE.findall(page)
+    if len(found) == page.count("\nnv_inference_") + page.count("\nnv_gpu_"):
+        return found
+    # Some line of ours did not scan: go line by line so the bad one is named.
+    found = []
+    for line in text.splitlines():
+        if line.startswith(("nv_inference_", "nv_gpu_")):
+            close = line.rfind("}")
+            key, rest = (line[: close + 1], line[close + 1:].split()) if close > 0 else (line.split()[0], line.split()[1:])
+            if (_ROUTES.get(key) or _route(key))[0] == _UNUSED:
+                continue
+            if not 1 <= len(rest) <= 2:
+                raise ValueError(f"not a Prometheus sample line: {line[:80]!r}")
+            found.append((key, rest[0]))
+    return found
 
 
 def parse_metrics(text: str) -> MetricsSample:
-    """Parse a Triton /metrics page. Raises ValueError on text that is not Prometheus exposition."""
+    """Parse a Triton /metrics page. Raises ValueError on text that is not Prometheus exposition.
+
+    Counters are summed over versions and failure reasons, p95 is the worst version's, GPU
+    utilisation is the mean over GPUs and memory the sum. Other families are skipped unparsed.
+    """
     out = MetricsSample()
     if not text.strip():
         raise ValueError("empty metrics page")
-    gpu_util: list[float] = []
-    mem_used: list[float] = []
-    mem_total: list[float] = []
-    for sample_name, labels, value in _samples(text):
-        name = sample_name[:-6] if sample_name.endswith("_total") else sample_name
-        model = labels.get("model")
-        if name in COUNTERS and model is not None:
-            per = out.counters.setdefault(model, {})
-            key = COUNTERS[name]
-            per[key] = per.get(key, 0.0) + value
-            if "version" in labels:
-                out.versions.setdefault(model, set()).add(labels["version"])
-        elif name == GAUGE_PENDING and model is not None:
-            out.pending[model] = out.pending.get(model, 0.0) + value
-        elif (name == SUMMARY_REQUEST and model is not None and labels.get("quantile") == "0.95"
-              and not math.isnan(value)):
-            out.p95_us[model] = max(out.p95_us.get(model, 0.0), value)  # worst version
-        elif name == "nv_gpu_utilization":
-            gpu_util.append(value)
-        elif name == "nv_gpu_memory_used_bytes":
-            mem_used.append(value)
-        elif name == "nv_gpu_memory_total_bytes":
-            mem_total.append(value)
-    if gpu_util:
-        out.gpu_utilization = sum(gpu_util) / len(gpu_util)
-    if mem_used:
-        out.gpu_memory_used_bytes = sum(mem_used)
-    if mem_total:
-        out.gpu_memory_total_bytes = sum(mem_total)
+    counters, pending, p95, versions = out.counters, out.pending, out.p95_us, out.versions
+    gpu: tuple[list[float], list[float], list[float]] = ([], [], [])
+    routes = _ROUTES
+    for key, value_text in _sample_lines(text):
+        kind, model, counter, version = routes.get(key) or _route(key)
+        if kind == _UNUSED:
+            continue
+        value = float(value_text)
+        if kind == _COUNTER:
+            per = counters.get(model)
+            if per is None:
+                per = counters[model] = {}
+            per[counter] = per.get(counter, 0.0) + value
+            if version is not None:
+                versions.setdefault(model, set()).add(version)
+        elif kind == _PENDING:
+            pending[model] = pending.get(model, 0.0) + value
+        elif kind == _P95:
+            if not math.isnan(value):
+                p95[model] = max(p95.get(model, 0.0), value)  # worst version
+        else:
+            gpu[kind - _UTIL].append(value)
+    util, used, total = gpu
+    if util:
+        out.gpu_utilization = sum(util) / len(util)
+    if used:
+        out.gpu_memory_used_bytes = sum(used)
+    if total:
+        out.gpu_memory_total_bytes = sum(total)
     return out
 
 

@@ -130,3 +130,35 @@ def test_request_p95_comes_from_the_summary_and_nan_means_none() -> None:
     assert sample.p95_us == {"a": 4200.0}
     rates = RateTracker().update("x", 1.0, sample)
     assert rates["a"].p95_latency_us == 4200.0 and "b" not in rates
+
+
+def test_a_series_seen_before_is_read_with_its_new_value_not_the_cached_one() -> None:
+    # Each distinct series is parsed once; later pages must still yield their own values.
+    first = parse_metrics('nv_inference_count{model="m",version="1"} 5\n')
+    second = parse_metrics('nv_inference_count{model="m",version="1"} 9 1700000000000\n')
+    assert first.counters["m"]["inferences"] == 5 and second.counters["m"]["inferences"] == 9
+
+
+def test_escaped_label_values_and_total_suffix_come_from_prometheus_client() -> None:
+    text = (
+        'nv_inference_count{model="a \\"quoted\\" }name",version="1"} 3\n'
+        'nv_inference_request_success_total{model="b"} 4\n'
+    )
+    s = parse_metrics(text)
+    assert s.counters == {'a "quoted" }name': {"inferences": 3.0}, "b": {"success": 4.0}}
+
+
+def test_a_malformed_line_is_refused_even_after_good_pages() -> None:
+    parse_metrics('nv_inference_count{model="m",version="1"} 5\n')
+    with pytest.raises(ValueError):
+        parse_metrics('nv_inference_count{model="m",version="1"} 5\nnv_inference_count{model="m",version="1"} x\n')
+    with pytest.raises(ValueError):
+        parse_metrics('nv_inference_count{model="m",version="1"}\n')
+    with pytest.raises(ValueError):
+        parse_metrics('nv_inference_count{model=m} 5\n')
+
+
+def test_other_exporters_families_with_similar_names_are_skipped() -> None:
+    s = parse_metrics('nv_inference_count_other{model="m"} 5\nnv_gpu_power_usage{gpu_uuid="a"} 70\n'
+                      'nv_inference_count{model="m"} 2\n')
+    assert s.counters == {"m": {"inferences": 2.0}} and s.gpu_utilization is None

@@ -1,0 +1,80 @@
+"""The prober's fan-out against real loopback sockets: order, the in-flight bound, keep-alive.
+
+Why: at 10,000 endpoints (bench P4) the prober runs a fixed pool of workers and keeps one
+connection per endpoint across rounds; these are the properties that made a warm round warm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from nomad_triton.probe.observations import Endpoint, ProbeState
+from nomad_triton.probe.triton import Prober
+
+pytestmark = pytest.mark.e2e
+PAGE = (Path(__file__).parents[1] / "fixtures" / "triton_metrics.txt").read_text()
+
+
+class _Counting:
+    """Loopback Triton stand-in for transport properties only: counts connections and requests in
+    flight (Triton itself is exercised in test_probe_triton.py)."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.scrapes = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                self.in_flight += 1
+                self.most_in_flight = max(self.most_in_flight, self.in_flight)
+                await asyncio.sleep(0.002)  # long enough for concurrent probes to overlap
+                path = head.split(b" ", 2)[1]
+                body = b""
+                if path == b"/metrics":
+                    self.scrapes += 1
+                    body = PAGE.replace(" 20\n", f" {20 + self.scrapes}\n").encode()
+                self.in_flight -= 1
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+@pytest.mark.parametrize("sequential", [True, False])
+def test_fan_out_keeps_order_bound_and_connections(sequential: bool) -> None:
+    async def run() -> tuple[_Counting, list, list, int]:
+        counting = _Counting()
+        servers = [await asyncio.start_server(counting.handle, "127.0.0.1", 0) for _ in range(60)]
+        try:
+            eps = [Endpoint(f"a{i}", f"127.0.0.1:{s.sockets[0].getsockname()[1]}",
+                            f"127.0.0.1:{s.sockets[0].getsockname()[1]}", ("double",))
+                   for i, s in enumerate(servers)]
+            async with Prober(timeout_s=5.0, sequential=sequential, per_host_connections=1 if sequential else 4,
+                              max_in_flight=8) as prober:
+                first = await prober.probe_all(eps)
+                after_first = counting.connections
+                second = await prober.probe_all(eps)
+            return counting, first, second, after_first
+        finally:
+            for s in servers:
+                s.close()
+
+    counting, first, second, after_first = asyncio.run(run())
+    assert [o.alloc_id for o in first] == [f"a{i}" for i in range(60)]  # results in input order
+    assert [o.alloc_id for o in second] == [o.alloc_id for o in first]
+    assert all(o.state is ProbeState.REACHABLE and o.ready and o.metrics_ok for o in first + second)
+    assert all(o.has_rates() for o in second)  # the second round diffs against the first
+    # At most 8 probes at once, each with at most 2 requests (readiness and scrape).
+    assert 2 <= counting.most_in_flight <= (8 if sequential else 16)
+    assert counting.connections == after_first  # round 2 opened no connection: keep-alive held
+    if sequential:
+        assert after_first == 60  # one connection per endpoint
