@@ -15,7 +15,7 @@ FLEET=examples/fleet/fleet.toml
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 running_allocs() {  # allocations of job $1 running now
   nomad-triton status "$1" --json | python3 -c 'import json, sys
-print(sum(a["status"] == "running" for a in json.load(sys.stdin)["allocations"]))' 2>/dev/null || echo "?"
+print(sum(a["client_status"] == "running" for a in json.load(sys.stdin)["allocations"]))' 2>/dev/null || echo "?"
 }
 
 step "Starting the fleet devcluster on 127.0.0.1:${PORT} (pools: default, gpu-a100, gpu-h100, gpu-l4)"

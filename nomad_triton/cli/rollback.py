@@ -14,10 +14,9 @@ from typing import Any
 
 import typer
 
-from nomad_triton.cli.common import EXIT_FAILED, EXIT_OK, JSON_OPT, emit_json, fail, wait_seconds_or_exit
+from nomad_triton.cli.common import EXIT_FAILED, JSON_OPT, fail, wait_seconds_or_exit
 from nomad_triton.cli.connection import Connection, nomad_errors, with_connection
-from nomad_triton.cli.deploy import EXIT_BY_OUTCOME, ProgressView
-from nomad_triton.nomad import rollout
+from nomad_triton.cli.follow import detach_or_follow
 from nomad_triton.nomad.versions import last_stable
 
 
@@ -45,41 +44,11 @@ def rollback(
                 )
             version = int(target["Version"])
         reply = conn.client.revert(job, version, enforce_prior_version=current)
-    eval_id = str(reply.get("EvalID") or "")
-    record: dict[str, Any] = {"job": job, "from_version": current, "to_version": version, "eval_id": eval_id}
-    if detach or not eval_id:
-        record.update(outcome="reverted", exit_code=EXIT_OK)
-        if as_json:
-            emit_json(record)
-        else:
-            typer.echo(f"{job}: reverting version {current} to version {version} (evaluation {eval_id[:8]})")
-        return
-    if not as_json:
-        typer.echo(f"{job}: reverting version {current} to version {version} (evaluation {eval_id[:8]}); following it")
-    view = ProgressView(as_json, f"rollback {job}")
-    with view, nomad_errors(as_json):
-        res = rollout.follow(
-            conn.client,
-            job,
-            eval_id,
-            int(reply.get("EvalCreateIndex") or 0),
-            deadline=deadline,
-            job_modify_index=int(reply.get("JobModifyIndex") or 0),
-            on_progress=view.update,
-        )
-    code = EXIT_BY_OUTCOME.get(res.outcome, EXIT_FAILED)
-    record.update(
-        outcome=res.outcome.value,
-        message=res.message,
-        running=res.running.to_dict() if res.running is not None else None,
-        exit_code=code,
-    )
-    if as_json:
-        emit_json(record)
-    else:
-        typer.echo(f"{job}: rollback {res.outcome.value}: {res.message}", err=code != EXIT_OK)
-    if code != EXIT_OK:
-        raise typer.Exit(code)
+    record: dict[str, Any] = {"job": job, "from_version": current, "to_version": version,
+                              "eval_id": str(reply.get("EvalID") or "")}
+    detach_or_follow(conn, job, reply, record, detach=detach, as_json=as_json, deadline=deadline,
+                     subject=f"rollback {job}", started=f"{job}: reverting version {current} to version {version}",
+                     accepted_outcome="reverted")
 
 
 def register(app: typer.Typer) -> None:

@@ -21,15 +21,13 @@ import typer
 from nomad_triton.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
-    EXIT_OK,
     JSON_OPT,
-    emit_json,
     fail,
     wait_seconds_or_exit,
 )
 from nomad_triton.cli.connection import Connection, nomad_errors, with_connection
-from nomad_triton.cli.deploy import EXIT_BY_OUTCOME, ProgressView
-from nomad_triton.nomad import errors, rollout
+from nomad_triton.cli.follow import detach_or_follow
+from nomad_triton.nomad import errors
 
 COUNT_RE = re.compile(r"^([+-]?)(\d+)$")
 
@@ -124,28 +122,9 @@ def scale(
         "eval_id": reply.get("EvalID"),
         "message": message,
     }
-    eval_id = str(reply.get("EvalID") or "")
-    if detach or not eval_id:
-        record.update(outcome="accepted", exit_code=EXIT_OK)
-        if as_json:
-            emit_json(record)
-        else:
-            typer.echo(f"{job}/{group}: {current} -> {count} (evaluation {eval_id[:8]})")
-        return
-    if not as_json:
-        typer.echo(f"{job}/{group}: {current} -> {count} (evaluation {eval_id[:8]}); following the rollout")
-    view = ProgressView(as_json, f"scale {job}/{group}")
-    with view, nomad_errors(as_json):
-        res = rollout.follow(conn.client, job, eval_id, int(reply.get("EvalCreateIndex") or 0), deadline=deadline,
-                             job_modify_index=int(reply.get("JobModifyIndex") or 0), on_progress=view.update)
-    code = EXIT_BY_OUTCOME.get(res.outcome, EXIT_FAILED)
-    record.update(outcome=res.outcome.value, detail=res.message, exit_code=code)
-    if as_json:
-        emit_json(record)
-    else:
-        typer.echo(f"{job}/{group}: {res.outcome.value}: {res.message}", err=code != EXIT_OK)
-    if code != EXIT_OK:
-        raise typer.Exit(code)
+    detach_or_follow(conn, job, reply, record, detach=detach, as_json=as_json, deadline=deadline,
+                     subject=f"{job}/{group}", started=f"{job}/{group}: {current} -> {count}",
+                     accepted_outcome="accepted", detail_key="detail")
 
 
 def register(app: typer.Typer) -> None:

@@ -28,7 +28,7 @@ from nomad.api import exceptions as nexc
 
 from nomad_triton.nomad import errors
 from nomad_triton.nomad.settings import ConnectionSettings
-from nomad_triton.nomad.transport import CountingSession, RawRequester, ServerNameAdapter
+from nomad_triton.nomad.transport import POOL_CONNECTIONS, CountingSession, RawRequester, ServerNameAdapter
 
 T = TypeVar("T")
 MAX_BLOCKING_WAIT_S = 600.0  # Nomad caps wait at 10 minutes
@@ -71,7 +71,7 @@ class NomadClient:
         self.settings = settings
         self._session = CountingSession()
         if settings.tls_server_name:
-            self._session.mount("https://", ServerNameAdapter(settings.tls_server_name))
+            self._session.mount("https://", ServerNameAdapter(settings.tls_server_name, pool_maxsize=POOL_CONNECTIONS))
         timeout = (settings.connect_timeout, settings.read_timeout)
         self.api = nomad.Nomad(
             address=settings.address,

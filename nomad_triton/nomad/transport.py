@@ -17,11 +17,20 @@ from nomad.api.base import Requester
 from requests.adapters import HTTPAdapter
 
 
+# Connections kept per Nomad address. requests keeps 10 by default; the autoscale agent has 10
+# request threads plus its long-lived blocking queries (policies, jobs, allocations) and lock
+# renewals in flight together, and each request over the limit opened and dropped a connection
+# (urllib3's "Connection pool is full" warning).
+POOL_CONNECTIONS = 32
+
+
 class CountingSession(requests.Session):
     """A requests session that counts the HTTP requests it sends (for the request-rate budget)."""
 
     def __init__(self) -> None:
         super().__init__()
+        for prefix in ("http://", "https://"):
+            self.mount(prefix, HTTPAdapter(pool_maxsize=POOL_CONNECTIONS))
         self._lock = threading.Lock()
         self.request_count = 0
 
