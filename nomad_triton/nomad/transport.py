@@ -16,7 +16,6 @@ import requests
 from nomad.api.base import Requester
 from requests.adapters import HTTPAdapter
 
-
 # Connections kept per Nomad address. requests keeps 10 by default; the autoscale agent has 10
 # request threads plus its long-lived blocking queries (policies, jobs, allocations) and lock
 # renewals in flight together, and each request over the limit opened and dropped a connection
