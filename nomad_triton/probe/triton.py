@@ -150,6 +150,17 @@ class Prober:
         # Under strict readiness (Triton's default, always on in PyTriton) a ready server means
         # every loaded model is ready, and the metrics page lists the loaded models; only the
         # models that leaves in doubt are asked individually (saves a request per allocation).
+        if ready_code == 200 and self.strict_readiness and isinstance(sample, MetricsSample):
+            counters = sample.counters
+            if all(m in counters for m in ep.models):  # the steady state: nothing left in doubt
+                models = self.tracker.update(ep.alloc_id, ts, sample, dict.fromkeys(ep.models, True))
+                return Observation(
+                    ts=ts, alloc_id=ep.alloc_id, address=ep.http, state=ProbeState.REACHABLE, live=True,
+                    ready=True, models=models, metrics_ok=True, gpu_utilization=sample.gpu_utilization,
+                    gpu_memory_used_bytes=sample.gpu_memory_used_bytes,
+                    gpu_memory_total_bytes=sample.gpu_memory_total_bytes,
+                    probe_ms=(self._clock() - ts) * 1000.0,
+                )
         listed = set(sample.counters) if isinstance(sample, MetricsSample) else set()
         inferred = self.strict_readiness and ready_code == 200
         ask = [m for m in ep.models if not (inferred and m in listed)]
