@@ -396,6 +396,10 @@ class NomadClient:
                 return
             silent_limit = 2 * heartbeat_s + 1
             read_timeout = silent_limit if remaining is None else max(0.05, min(silent_limit, remaining))
+            # How late a silent spell may end the wait before the stream is reopened with a
+            # shorter read timeout. A fixed 50 ms reopened the stream on every frame that came
+            # later than that in the last 21 s of a wait (one request per frame, not per wait).
+            overshoot_tolerance = max(0.05, 0.1 * read_timeout)
             params: dict[str, Any] = {"topic": list(topics)}
             if resume:
                 params["index"] = str(resume)
@@ -418,7 +422,7 @@ class NomadClient:
                     left = None if deadline is None else deadline - time.monotonic()
                     if left is not None and left <= 0:
                         return
-                    if left is not None and read_timeout > left + 0.05:
+                    if left is not None and read_timeout > left + overshoot_tolerance:
                         reopen = True  # a silent spell could now overshoot the deadline
                         break
             except (requests.RequestException, ValueError) as exc:

@@ -140,3 +140,24 @@ def test_var_lock_acquire_body_and_conflict(fake_nomad) -> None:
     req = fake_nomad.seen[-1]
     assert "lock-acquire" in req.query
     assert req.body == {"Path": "nomad-triton/lock", "Lock": {"TTL": "15000ms", "LockDelay": "0ms"}}
+
+
+def test_events_frames_within_the_tolerance_keep_one_stream_open(fake_nomad) -> None:
+    # Frames 0.1 s apart with 5 s left: a silent spell after any of them could overshoot the
+    # deadline by at most 0.4 s, within a tenth of the read timeout (5 s), so the stream stays
+    # open; with a fixed 50 ms tolerance it was reopened after every frame.
+    def stream(_req):
+        def gen():
+            for i in range(4):
+                time.sleep(0.1)
+                yield '{"Index":%d,"Events":[]}\n' % (10 + i)
+        return 200, {}, gen()
+
+    fake_nomad.routes[("GET", "/v1/event/stream")] = stream
+    c = client(fake_nomad.url)
+    got = []
+    with pytest.raises(errors.StreamDropped):  # the scripted stream ends after four frames
+        for frame in c.events(["Deployment:web"], index=3, deadline=time.monotonic() + 5.0):
+            got.append(frame["Index"])
+    assert got == [10, 11, 12, 13]
+    assert [r.path for r in fake_nomad.seen] == ["/v1/event/stream"]
