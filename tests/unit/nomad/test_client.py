@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 
@@ -150,7 +151,7 @@ def test_events_frames_within_the_tolerance_keep_one_stream_open(fake_nomad) -> 
         def gen():
             for i in range(4):
                 time.sleep(0.1)
-                yield '{"Index":%d,"Events":[]}\n' % (10 + i)
+                yield json.dumps({"Index": 10 + i, "Events": []}) + "\n"
         return 200, {}, gen()
 
     fake_nomad.routes[("GET", "/v1/event/stream")] = stream
