@@ -3,30 +3,18 @@ in-process (ASGI, real store, no runtime): shapes, filters and not-found answers
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import httpx
-
-from nomad_triton.devcluster.api import Ctx, build_app
-from nomad_triton.devcluster.config import parse_config
-from nomad_triton.devcluster.server import seed_store
 from nomad_triton.devcluster.store import Store
+from tests.unit.devcluster import asgi
+from tests.unit.devcluster.asgi import Client
 
-Client = httpx.AsyncClient
+TEAM = {"server": {"namespaces": ["team"]}}
 
 
 def run(test: Callable[[Client, Store], Awaitable[None]]) -> None:
-    async def main() -> None:
-        config = parse_config({"server": {"namespaces": ["team"]}})
-        store = Store()
-        seed_store(store, config, "127.0.0.1:1")
-        app = build_app(Ctx(store=store, config=config))
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://dc") as client:
-            await test(client, store)
-
-    asyncio.run(main())
+    asgi.run(test, TEAM)
 
 
 def _alloc(alloc_id: str, eval_id: str, ns: str = "default") -> dict[str, Any]:

@@ -10,57 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-import httpx
-
-from nomad_triton.devcluster.api import Ctx, build_app
-from nomad_triton.devcluster.config import parse_config
-from nomad_triton.devcluster.server import seed_store
 from nomad_triton.devcluster.store import Store
-
-HCL = """
-job "web" {
-  datacenters = ["dc1"]
-  group "api" {
-    count = 2
-    scaling {
-      min = 1
-      max = 4
-    }
-    task "srv" {
-      driver = "raw_exec"
-      config {
-        command = "sleep"
-        args    = ["300"]
-      }
-    }
-  }
-}
-"""
-
-Client = httpx.AsyncClient
+from tests.unit.devcluster.asgi import HCL, Client, parsed_job, run
 
 STUB_KEYS = {"ID", "Enabled", "Type", "Target", "CreateIndex", "ModifyIndex"}
-
-
-def run(test: Callable[[Client, Store], Awaitable[None]], cfg: dict[str, Any] | None = None) -> None:
-    async def main() -> None:
-        config = parse_config(cfg or {})
-        store = Store()
-        seed_store(store, config, "127.0.0.1:1")
-        app = build_app(Ctx(store=store, config=config))
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://dc") as client:
-            await test(client, store)
-
-    asyncio.run(main())
-
-
-async def parsed_job(c: Client) -> dict[str, Any]:
-    r = await c.post("/v1/jobs/parse", json={"JobHCL": HCL, "Canonicalize": True})
-    assert r.status_code == 200, r.text
-    return r.json()
 
 
 async def _register(c: Client, job: dict[str, Any], ns: str | None = None) -> dict[str, Any]:
