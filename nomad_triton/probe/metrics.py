@@ -26,6 +26,7 @@ COUNTERS: dict[str, str] = {
     "nv_inference_compute_infer_duration_us": "compute_infer_us",
     "nv_inference_request_duration_us": "request_us",
 }
+_COUNTER_KEYS = tuple(COUNTERS.values())
 GAUGE_PENDING = "nv_inference_pending_request_count"
 SUMMARY_REQUEST = "nv_inference_request_summary_us"  # quantile="0.95" -> ModelRates.p95_latency_us
 
@@ -133,7 +134,11 @@ def parse_metrics(text: str) -> MetricsSample:
                 per = counters[model] = {}
             per[counter] = per.get(counter, 0.0) + value
             if version is not None:
-                versions.setdefault(model, set()).add(version)
+                loaded = versions.get(model)
+                if loaded is None:
+                    versions[model] = {version}
+                else:
+                    loaded.add(version)
         elif kind == _PENDING:
             pending[model] = pending.get(model, 0.0) + value
         elif kind == _P95:
@@ -149,16 +154,6 @@ def parse_metrics(text: str) -> MetricsSample:
     if total:
         out.gpu_memory_total_bytes = sum(total)
     return out
-
-
-def _rate(cur: float | None, prev: float | None, dt: float) -> tuple[float | None, bool]:
-    """Per-second increase; on a negative delta (restart) the increase is the new value."""
-    if cur is None or prev is None:
-        return None, False
-    delta = cur - prev
-    if delta < 0:
-        return cur / dt, True
-    return delta / dt, False
 
 
 def _version_order(v: str) -> tuple[int, str]:
@@ -183,26 +178,32 @@ class RateTracker:
         ready = ready or {}
         prev = self._prev.get(alloc_id)
         self._prev[alloc_id] = (ts, sample)
-        models = set(sample.counters) | set(sample.pending) | set(sample.p95_us)
+        counters, pending_of, p95_of = sample.counters, sample.pending, sample.p95_us
+        models = counters.keys() | pending_of.keys() | p95_of.keys()
         result: dict[str, ModelRates] = {}
         for model in sorted(models):
-            cur = sample.counters.get(model, {})
-            pending = sample.pending.get(model)
-            p95 = sample.p95_us.get(model)
+            pending = pending_of.get(model)
+            p95 = p95_of.get(model)
             loaded = sample.versions.get(model, ())
             versions = tuple(loaded) if len(loaded) <= 1 else tuple(sorted(loaded, key=_version_order))
-            if prev is None or ts <= prev[0] or model not in prev[1].counters:
+            old = prev[1].counters.get(model) if prev is not None and ts > prev[0] else None
+            if old is None:
                 result[model] = ModelRates(ready=ready.get(model), pending=pending, p95_latency_us=p95,
                                            versions=versions)
                 continue
-            dt = ts - prev[0]
-            old = prev[1].counters[model]
+            dt = ts - prev[0]  # type: ignore[index]
+            cur = counters.get(model, {})
             rates: dict[str, float | None] = {}
             reset = False
-            for key in COUNTERS.values():
-                r, was_reset = _rate(cur.get(key), old.get(key), dt)
-                rates[key] = r
-                reset = reset or was_reset
+            for key in _COUNTER_KEYS:  # _rate, inlined: this runs for every model of every probe
+                now, before = cur.get(key), old.get(key)
+                if now is None or before is None:
+                    rates[key] = None
+                elif now < before:  # restarted: the increase since the restart is the new value
+                    rates[key] = now / dt
+                    reset = True
+                else:
+                    rates[key] = (now - before) / dt
             success = rates["success"]
             request_us = rates["request_us"]
             avg = request_us / success if success and request_us is not None else None

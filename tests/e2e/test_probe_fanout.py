@@ -7,6 +7,8 @@ connection per endpoint across rounds; these are the properties that made a warm
 from __future__ import annotations
 
 import asyncio
+import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -78,3 +80,54 @@ def test_fan_out_keeps_order_bound_and_connections(sequential: bool) -> None:
     assert counting.connections == after_first  # round 2 opened no connection: keep-alive held
     if sequential:
         assert after_first == 60  # one connection per endpoint
+
+
+def test_hung_endpoints_time_out_in_the_pool_and_an_outside_cancel_still_stops_it() -> None:
+    """probe_all keeps deadlines with one DeadlineWatch for the pool (not a timer per probe): a hung
+    endpoint is a timeout observation at its own deadline, every other endpoint is probed, a second
+    round works (no cancellation left behind), and cancelling probe_all itself still cancels it."""
+
+    async def run() -> tuple[list, list, float, bool, list]:
+        counting = _Counting()
+        servers = [await asyncio.start_server(counting.handle, "127.0.0.1", 0) for _ in range(20)]
+        hung = []
+        for _ in range(4):  # accept connections (kernel backlog) but never answer
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            s.listen(16)
+            hung.append(s)
+        try:
+            live = [f"127.0.0.1:{s.sockets[0].getsockname()[1]}" for s in servers]
+            dead = [f"127.0.0.1:{s.getsockname()[1]}" for s in hung]
+            addrs = live[:10] + dead + live[10:]
+            eps = [Endpoint(f"a{i}", a, a, ("double",)) for i, a in enumerate(addrs)]
+            async with Prober(timeout_s=0.4, max_in_flight=3) as prober:
+                t0 = time.monotonic()
+                first = await prober.probe_all(eps)
+                elapsed = time.monotonic() - t0
+                second = await prober.probe_all(eps)
+                try:
+                    await asyncio.wait_for(prober.probe_all(eps), timeout=0.1)
+                    cancelled = False
+                except TimeoutError:
+                    cancelled = True
+                third = await prober.probe_all(eps[:10])  # still usable after that cancel
+            return first, second, elapsed, cancelled, third
+        finally:
+            for s in servers:
+                s.close()
+            for h in hung:
+                h.close()
+
+    first, second, elapsed, cancelled, third = asyncio.run(run())
+    for round_ in (first, second):
+        assert [o.alloc_id for o in round_] == [f"a{i}" for i in range(24)]
+        timed_out = [o.alloc_id for o in round_ if o.state is ProbeState.UNREACHABLE]
+        assert timed_out == ["a10", "a11", "a12", "a13"]
+        assert all(o.error == "timeout" and o.probe_ms is not None and 380 <= o.probe_ms < 1500
+                   for o in round_ if o.state is ProbeState.UNREACHABLE)
+        assert all(o.ready and o.metrics_ok for o in round_ if o.state is ProbeState.REACHABLE)
+    # 3 workers, 4 hung endpoints: two deadlines' worth at most, plus the quick ones.
+    assert 0.75 <= elapsed < 2.5
+    assert cancelled
+    assert len(third) == 10 and all(o.state is ProbeState.REACHABLE for o in third)
