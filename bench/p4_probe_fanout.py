@@ -17,6 +17,7 @@ the prober runs its two requests one after the other on one connection per endpo
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import re
@@ -135,17 +136,28 @@ def main() -> int:
         eps = [Endpoint(f"alloc-{i:04d}", f"127.0.0.1:{p}", f"127.0.0.1:{p}", ("double",)) for i, p in enumerate(ports)]
 
         tune_for_fanout()  # as `autoscale agent` does at start: this is the agent's prober
+        collector = {"start": 0.0, "time": 0.0, "runs": 0}
 
-        async def run() -> list[tuple[float, float, int, int]]:
+        def time_collections(phase: str, _info: dict) -> None:  # the collector's share of a round
+            if phase == "start":
+                collector["start"] = time.perf_counter()
+            else:
+                collector["time"] += time.perf_counter() - collector["start"]
+                collector["runs"] += 1
+
+        gc.callbacks.append(time_collections)
+
+        async def run() -> list[tuple[float, float, int, int, int, float]]:
             out = []
             async with Prober(timeout_s=max(5.0, TARGET_S * 2), sequential=per_host == 1) as prober:
                 for _ in range(ROUNDS):
+                    collector.update(time=0.0, runs=0)
                     t0, c0 = time.perf_counter(), time.process_time()
                     obs = await prober.probe_all(eps)
                     dt, cpu = time.perf_counter() - t0, time.process_time() - c0
                     ok = sum(o.state is ProbeState.REACHABLE and o.metrics_ok for o in obs)
                     rated = sum(o.has_rates() for o in obs)
-                    out.append((dt, cpu, ok, rated))
+                    out.append((dt, cpu, ok, rated, int(collector["runs"]), collector["time"]))
                     await asyncio.sleep(0.2)
             return out
 
@@ -154,17 +166,17 @@ def main() -> int:
         for helper in helpers:
             os.killpg(helper.pid, signal.SIGKILL)
             helper.wait(timeout=10)
-    for i, (dt, cpu, ok, rated) in enumerate(results, 1):
+    for i, (dt, cpu, ok, rated, gc_runs, gc_s) in enumerate(results, 1):
         kind = "cold (connects)" if i == 1 else "warm (keep-alive)"
         print(f"round {i} {kind:18s}: {N} endpoints in {dt:.3f} s, prober CPU {cpu:.3f} s "
-              f"({ok} reachable with metrics, {rated} with rates)")
+              f"({ok} reachable with metrics, {rated} with rates; {gc_runs} collections, {gc_s:.3f} s)")
     warm = sorted(dt for dt, *_ in results[1:])
     median_warm = warm[len(warm) // 2]
     print(f"P4 probe fan-out: warm round median {median_warm:.3f} s (best {warm[0]:.3f} s), target <= {TARGET_S:.1f} s; "
           f"ratio to target {median_warm / TARGET_S:.2f}; {N * 2} requests + {N} metrics pages parsed per round "
           f"({per_host} connection(s) per endpoint); "
           f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
-    if any(ok != N for *_, ok, _ in results):
+    if any(ok != N for _, _, ok, *_ in results):
         print("some endpoints were not probed successfully", file=sys.stderr)
         return 1
     return 0

@@ -5,16 +5,23 @@ long as the process runs, and every request allocates more. With CPython's defau
 (700, 10, 10) the collector walks those long-lived objects over and over although they never
 become garbage: at 10,000 endpoints that was about a third of a probe round's CPU
 (bench/p4_probe_fanout.py). Rarer young collections keep cycle collection, just later; the memory
-cost is the garbage that waits for it (a few MB at most).
+cost is the cyclic garbage that waits for it (at most the young generation's 200,000 objects; a steady
+probe round makes none).
 """
 
 from __future__ import annotations
 
 import gc
 
-# Young generation collected every 50,000 net allocations instead of 700; older generations as
-# CPython does, relative to that.
-FANOUT_THRESHOLDS = (50_000, 20, 100)
+# Young generation collected every 200,000 net allocations instead of 700; older generations as
+# CPython does, relative to that. Sized from the probe round, which frees about as much as it
+# allocates: each request's parser, reader and key replace the last request's on its kept
+# connection, each observation replaces the last round's. At 10,000 endpoints the net count rises
+# by ~36,000 within a round and falls back (measured with gc.get_count()), so a steady round
+# triggers no collection up to ~50,000 endpoints. At 50,000 two young collections a round walked
+# 100,000-270,000 live objects and freed none: ~0.25 s, 5-6 % of a round (bench/p4_probe_fanout.py,
+# timed with gc.callbacks).
+FANOUT_THRESHOLDS = (200_000, 20, 100)
 
 
 def tune_for_fanout() -> tuple[int, int, int]:

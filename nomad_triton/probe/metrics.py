@@ -168,7 +168,10 @@ class RateTracker:
     """
 
     def __init__(self) -> None:
-        self._prev: dict[str, tuple[float, MetricsSample]] = {}
+        # Only the counters are kept (not the whole sample with its gauges and version sets): these
+        # outlive a round for every allocation, and each object kept is one more for the garbage
+        # collector to walk at 10,000 allocations.
+        self._prev: dict[str, tuple[float, dict[str, dict[str, float]]]] = {}
 
     def update(
         self, alloc_id: str, ts: float, sample: MetricsSample, ready: dict[str, bool | None] | None = None,
@@ -177,7 +180,7 @@ class RateTracker:
         probe knows it) is carried into each ModelRates rather than copied in afterwards."""
         ready = ready or {}
         prev = self._prev.get(alloc_id)
-        self._prev[alloc_id] = (ts, sample)
+        self._prev[alloc_id] = (ts, sample.counters)
         counters, pending_of, p95_of = sample.counters, sample.pending, sample.p95_us
         models = counters.keys() | pending_of.keys() | p95_of.keys()
         result: dict[str, ModelRates] = {}
@@ -186,7 +189,7 @@ class RateTracker:
             p95 = p95_of.get(model)
             loaded = sample.versions.get(model, ())
             versions = tuple(loaded) if len(loaded) <= 1 else tuple(sorted(loaded, key=_version_order))
-            old = prev[1].counters.get(model) if prev is not None and ts > prev[0] else None
+            old = prev[1].get(model) if prev is not None and ts > prev[0] else None
             if old is None:
                 result[model] = ModelRates(ready=ready.get(model), pending=pending, p95_latency_us=p95,
                                            versions=versions)
