@@ -29,12 +29,14 @@ class _Counting:
         self.in_flight = 0
         self.most_in_flight = 0
         self.scrapes = 0
+        self.heads: list[bytes] = []
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         try:
             while head := await reader.readuntil(b"\r\n\r\n"):
                 self.in_flight += 1
+                self.heads.append(head.lower())
                 self.most_in_flight = max(self.most_in_flight, self.in_flight)
                 await asyncio.sleep(0.002)  # long enough for concurrent probes to overlap
                 path = head.split(b" ", 2)[1]
@@ -80,6 +82,8 @@ def test_fan_out_keeps_order_bound_and_connections(sequential: bool) -> None:
     assert counting.connections == after_first  # round 2 opened no connection: keep-alive held
     if sequential:
         assert after_first == 60  # one connection per endpoint
+    # Bodies are read as sent (no decompression), so no compression may be offered to the server.
+    assert all(b"\r\naccept-encoding: identity\r\n" in h and b"gzip" not in h for h in counting.heads)
 
 
 def test_hung_endpoints_time_out_in_the_pool_and_an_outside_cancel_still_stops_it() -> None:
