@@ -1,8 +1,10 @@
 """Concurrent Triton probes: health, per-model readiness and Prometheus metrics, with deadlines.
 
 One probe per allocation, up to `max_in_flight` at once from a fixed pool of workers in one event
-loop, with connections kept alive between rounds. Each probe is bounded by its own deadline, so a dead or hung endpoint becomes a typed UNREACHABLE observation within
-`timeout_s` and never stalls the others. Requests within a probe also run concurrently.
+loop, with connections kept alive between rounds. Each probe is bounded by its own deadline (one
+DeadlineWatch keeps a pool's deadlines, probe/deadlines.py), so a dead or hung endpoint becomes a
+typed UNREACHABLE observation within `timeout_s` and never stalls the others. Requests within a
+probe also run concurrently.
 Triton answers health with 200 (true) or 400 (false). Steady state costs two requests per
 allocation (/v2/health/ready and /metrics): ready implies live, and under strict readiness it
 implies every model listed on the metrics page is ready; `/v2/health/live` and
@@ -13,7 +15,8 @@ Transport: aiohttp (the library tritonclient.http.aio is built on). httpx was me
 rejected for this path: its connection pool scans every pooled connection on each request
 (quadratic across 1,000 endpoints) and its per-request cost kept a 1,000-endpoint round at 4-5 s on
 one core (bench/p4_probe_fanout.py); the Nomad API side stays on python-nomad. At 10,000
-allocations aiohttp's own per-request cost (~0.17 ms) is most of a round; see docs/benchmarks.md.
+allocations aiohttp's own per-request cost (~0.17 ms) is about three quarters of a round (4.4-5.0 s
+on one core); see docs/benchmarks.md.
 """
 
 from __future__ import annotations
