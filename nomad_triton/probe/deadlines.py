@@ -7,16 +7,19 @@ bench/p4_probe_fanout.py. A prober's probes share one timeout and start one afte
 deadlines arrive in start order: a FIFO of them, checked by a single timer armed for the oldest
 probe still running, gives each probe the same deadline for a fraction of the cost.
 
-A probe past its deadline is cancelled the way `asyncio.timeout` cancels: its task is cancelled
-and the worker, seeing `expired()`, consumes that cancellation (`Task.uncancel`) and reports a
-timeout, while a cancellation from outside still propagates.
+A probe past its deadline is cancelled the way `asyncio.timeout` cancels: its task is cancelled,
+`bounded` consumes that cancellation (`Task.uncancel`) and raises TimeoutError, while a
+cancellation from outside still propagates.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class Runner:
@@ -56,6 +59,24 @@ class DeadlineWatch:
         runner.serial += 1
         expired, runner.expired = runner.expired, False
         return expired
+
+    async def bounded(self, runner: Runner, probe: Awaitable[T]) -> T:
+        """Await `probe` (run by `runner`'s task) under the deadline; TimeoutError when it passed."""
+        self.start(runner)
+        try:
+            result = await probe
+        except asyncio.CancelledError:
+            # Ours (the deadline) unless someone else cancelled the task as well.
+            if not self.finish(runner) or runner.task.uncancel() > 0:
+                raise
+            raise TimeoutError from None
+        except BaseException:
+            if self.finish(runner):  # expired, but the probe failed first: consume our cancel
+                runner.task.uncancel()
+            raise
+        if self.finish(runner):  # expired as it finished: the answer stands, our cancel goes
+            runner.task.uncancel()
+        return result
 
     def _expire(self) -> None:
         now = self._loop.time()

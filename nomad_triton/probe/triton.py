@@ -268,21 +268,10 @@ class Prober:
             for i, ep in queue:
                 async with slots:
                     started, ts = time.monotonic(), self._clock()
-                    watch.start(runner)
                     try:
-                        results[i] = await self._probe(ep)
-                    except asyncio.CancelledError:
-                        # Ours (the deadline) unless someone else cancelled the pool as well.
-                        if not watch.finish(runner) or runner.task.uncancel() > 0:
-                            raise
-                        results[i] = self._failed(ep, ts, started, TimeoutError())
+                        results[i] = await watch.bounded(runner, self._probe(ep))
                     except NETWORK_ERRORS as exc:
-                        if watch.finish(runner):  # expired, but the probe failed first: consume it
-                            runner.task.uncancel()
                         results[i] = self._failed(ep, ts, started, exc)
-                    else:
-                        if watch.finish(runner):  # expired as it finished: the answer stands
-                            runner.task.uncancel()
 
         try:
             await asyncio.gather(*(worker() for _ in range(min(self.max_in_flight, len(todo)))))

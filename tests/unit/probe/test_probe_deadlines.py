@@ -14,19 +14,12 @@ from nomad_triton.probe.deadlines import DeadlineWatch, Runner
 
 
 async def _timed(watch: DeadlineWatch, runner: Runner, work: asyncio.Future[None] | float) -> str:
-    """Run one probe the way Prober.probe_all's workers do; 'ok', 'timeout' or raise."""
-    watch.start(runner)
+    """One probe the way Prober.probe_all's workers run it: 'ok', 'timeout', or it raises."""
+    probe = asyncio.sleep(work) if isinstance(work, float) else work
     try:
-        if isinstance(work, float):
-            await asyncio.sleep(work)
-        else:
-            await work
-    except asyncio.CancelledError:
-        if not watch.finish(runner) or runner.task.uncancel() > 0:
-            raise
+        await watch.bounded(runner, probe)
+    except TimeoutError:
         return "timeout"
-    if watch.finish(runner):
-        runner.task.uncancel()
     return "ok"
 
 
@@ -79,42 +72,24 @@ def test_many_workers_only_the_hung_ones_time_out() -> None:
     assert outcomes.count("timeout") == 12 and outcomes.count("ok") == 48  # (i + j) % 5 == 0: 12 of 60
 
 
-def test_a_cancellation_from_outside_still_propagates() -> None:
+@pytest.mark.parametrize("with_deadline", [False, True], ids=["alone", "racing-the-deadline"])
+def test_a_cancellation_from_outside_still_propagates(with_deadline: bool) -> None:
+    """Cancelling the pool cancels a hanging probe's worker, also when its deadline fires in the
+    same step (the worker must not swallow the outside cancel as a timeout)."""
+
     async def run() -> None:
         loop = asyncio.get_running_loop()
-        watch = DeadlineWatch(10.0, loop)
+        watch = DeadlineWatch(0.05 if with_deadline else 10.0, loop)
 
         async def worker() -> str:
             return await _timed(watch, Runner(asyncio.current_task()), loop.create_future())  # type: ignore[arg-type]
 
         task = asyncio.ensure_future(worker())
-        await asyncio.sleep(0.01)
-        task.cancel()
-        try:
-            with pytest.raises(asyncio.CancelledError):
-                await task
-        finally:
-            watch.close()
-
-    asyncio.run(run())
-
-
-def test_outside_cancellation_racing_the_deadline_is_not_swallowed() -> None:
-    """The deadline fires and someone cancels the pool too: the worker must not report a timeout."""
-
-    async def run() -> None:
-        loop = asyncio.get_running_loop()
-        watch = DeadlineWatch(0.05, loop)
-        hang = loop.create_future()
-
-        async def worker() -> str:
-            return await _timed(watch, Runner(asyncio.current_task()), hang)  # type: ignore[arg-type]
-
-        task = asyncio.ensure_future(worker())
         await asyncio.sleep(0.01)  # the worker's probe is now hanging
-        time.sleep(0.06)  # past its deadline, with the loop held so no timer runs yet
-        watch._expire()  # the deadline cancels it (what its timer does), and in the same step
-        task.cancel()  # someone cancels the pool as well
+        if with_deadline:
+            time.sleep(0.06)  # past its deadline, with the loop held so no timer runs yet
+            watch._expire()  # the deadline cancels it (what its timer does), and in the same step
+        task.cancel()  # someone cancels the pool
         try:
             with pytest.raises(asyncio.CancelledError):
                 await task
