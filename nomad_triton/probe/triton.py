@@ -15,7 +15,7 @@ Transport: aiohttp (the library tritonclient.http.aio is built on). httpx was me
 rejected for this path: its connection pool scans every pooled connection on each request
 (quadratic across 1,000 endpoints) and its per-request cost kept a 1,000-endpoint round at 4-5 s on
 one core (bench/p4_probe_fanout.py); the Nomad API side stays on python-nomad. At 10,000
-allocations aiohttp's own per-request cost (~0.17 ms) is about three quarters of a round (4.4-5.0 s
+allocations aiohttp's own per-request cost (~0.17 ms) is about three quarters of a round (4.4-5.9 s
 on one core); see docs/benchmarks.md.
 """
 
