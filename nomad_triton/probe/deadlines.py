@@ -42,39 +42,36 @@ class DeadlineWatch:
         self._running: deque[tuple[float, Runner, int]] = deque()  # (deadline, runner, serial)
         self._timer: asyncio.TimerHandle | None = None
 
-    def start(self, runner: Runner) -> None:
+    def _start(self, runner: Runner) -> None:
         """The runner begins a probe now."""
         runner.serial += 1
-        runner.expired = False
         deadline = self._loop.time() + self._timeout_s
         self._running.append((deadline, runner, runner.serial))
         if self._timer is None:
             self._timer = self._loop.call_at(deadline, self._expire)
 
-    def finish(self, runner: Runner) -> bool:
-        """The runner's probe ended; True when its deadline had cancelled it.
-
-        The caller then owns that cancellation and must consume it (`task.uncancel()`) whether the
-        probe raised CancelledError or swallowed it."""
+    def _finish(self, runner: Runner) -> bool:
+        """The runner's probe ended; True when its deadline had cancelled it (then `bounded`
+        consumes that cancellation, whether the probe raised CancelledError or swallowed it)."""
         runner.serial += 1
         expired, runner.expired = runner.expired, False
         return expired
 
     async def bounded(self, runner: Runner, probe: Awaitable[T]) -> T:
         """Await `probe` (run by `runner`'s task) under the deadline; TimeoutError when it passed."""
-        self.start(runner)
+        self._start(runner)
         try:
             result = await probe
         except asyncio.CancelledError:
             # Ours (the deadline) unless someone else cancelled the task as well.
-            if not self.finish(runner) or runner.task.uncancel() > 0:
+            if not self._finish(runner) or runner.task.uncancel() > 0:
                 raise
             raise TimeoutError from None
         except BaseException:
-            if self.finish(runner):  # expired, but the probe failed first: consume our cancel
+            if self._finish(runner):  # expired, but the probe failed first: consume our cancel
                 runner.task.uncancel()
             raise
-        if self.finish(runner):  # expired as it finished: the answer stands, our cancel goes
+        if self._finish(runner):  # expired as it finished: the answer stands, our cancel goes
             runner.task.uncancel()
         return result
 
