@@ -9,6 +9,9 @@ The prober is the production one (nomad_triton.probe.triton.Prober): per endpoin
 /v2/health/ready and /metrics concurrently, parses the page into rates, and (strict readiness)
 asks /v2/models/<m>/ready only for a model the page does not list or when the server is not ready.
 Round 1 includes opening the connections; later rounds reuse them, as the controller does.
+Baseline, in the same run: the same prober over aiohttp, its transport until the prober moved to
+libcurl (`AiohttpTransport` below keeps the session settings it had), on the same endpoints after
+the libcurl rounds (both at once would need twice the open files).
 Where the open-files limit cannot hold two connections per endpoint (here: a hard limit of 20,000),
 the prober runs its two requests one after the other on one connection per endpoint
 (`Prober(sequential=True)`); the figure says which.
@@ -84,6 +87,44 @@ class _Http(asyncio.Protocol):
             )
 
 
+class AiohttpTransport:
+    """The baseline: the prober's requests through one aiohttp session, set up as the prober had it."""
+
+    def __init__(self, per_host: int) -> None:
+        import aiohttp
+
+        self.loop = asyncio.get_running_loop()
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, limit_per_host=per_host, keepalive_timeout=75.0),
+            timeout=aiohttp.ClientTimeout(total=None), trust_env=False, auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(), headers={"Accept-Encoding": "identity"})
+        self.urls: dict[str, object] = {}
+
+    async def get(self, url: str) -> tuple[int, bytes]:
+        from yarl import URL
+
+        parsed = self.urls.get(url) or self.urls.setdefault(url, URL(url))
+        resp = await self.session.get(parsed)  # type: ignore[arg-type]
+        try:
+            return resp.status, await resp.read()
+        finally:
+            resp.release()
+
+    async def aclose(self) -> None:
+        await self.session.close()
+
+
+def resident_mb() -> float:
+    """This process's resident memory now (Linux), in MB; 0 where /proc is not there."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def serve(n: int) -> None:
     """Helper process: open n listeners, print their ports as one JSON line, serve until killed."""
     raise_nofile(n * 4 + 256)
@@ -147,9 +188,11 @@ def main() -> int:
 
         gc.callbacks.append(time_collections)
 
-        async def run() -> list[tuple[float, float, int, int, int, float]]:
+        async def run(baseline: bool) -> list[tuple[float, float, int, int, int, float]]:
             out = []
-            async with Prober(timeout_s=max(5.0, TARGET_S * 2), sequential=per_host == 1) as prober:
+            factory = (lambda: AiohttpTransport(per_host)) if baseline else None
+            async with Prober(timeout_s=max(5.0, TARGET_S * 2), sequential=per_host == 1,
+                              per_host_connections=per_host, transport_factory=factory) as prober:
                 for _ in range(ROUNDS):
                     collector.update(time=0.0, runs=0)
                     t0, c0 = time.perf_counter(), time.process_time()
@@ -161,22 +204,29 @@ def main() -> int:
                     await asyncio.sleep(0.2)
             return out
 
-        results = asyncio.run(run())
+        results = asyncio.run(run(baseline=False))
+        rss_mb = resident_mb()  # the prober's process after its rounds, before the baseline's
+        baseline = asyncio.run(run(baseline=True))
     finally:
         for helper in helpers:
             os.killpg(helper.pid, signal.SIGKILL)
             helper.wait(timeout=10)
-    for i, (dt, cpu, ok, rated, gc_runs, gc_s) in enumerate(results, 1):
-        kind = "cold (connects)" if i == 1 else "warm (keep-alive)"
-        print(f"round {i} {kind:18s}: {N} endpoints in {dt:.3f} s, prober CPU {cpu:.3f} s "
-              f"({ok} reachable with metrics, {rated} with rates; {gc_runs} collections, {gc_s:.3f} s)")
-    warm = sorted(dt for dt, *_ in results[1:])
-    median_warm = warm[len(warm) // 2]
-    print(f"P4 probe fan-out: warm round median {median_warm:.3f} s (best {warm[0]:.3f} s), target <= {TARGET_S:.1f} s; "
-          f"ratio to target {median_warm / TARGET_S:.2f}; {N * 2} requests + {N} metrics pages parsed per round "
-          f"({per_host} connection(s) per endpoint); "
+    medians = {}
+    for name, rounds in (("libcurl (prober)", results), ("aiohttp (baseline)", baseline)):
+        for i, (dt, cpu, ok, rated, gc_runs, gc_s) in enumerate(rounds, 1):
+            kind = "cold (connects)" if i == 1 else "warm (keep-alive)"
+            print(f"{name:18s} round {i} {kind:18s}: {N} endpoints in {dt:.3f} s, prober CPU {cpu:.3f} s "
+                  f"({ok} reachable with metrics, {rated} with rates; {gc_runs} collections, {gc_s:.3f} s)")
+        warm = sorted(dt for dt, *_ in rounds[1:])
+        medians[name] = (warm[len(warm) // 2], warm[0])
+    median_warm, best = medians["libcurl (prober)"]
+    base_warm = medians["aiohttp (baseline)"][0]
+    print(f"P4 probe fan-out: warm round median {median_warm:.3f} s (best {best:.3f} s), target <= {TARGET_S:.1f} s; "
+          f"ratio to target {median_warm / TARGET_S:.2f}; baseline (same prober over aiohttp) {base_warm:.3f} s, "
+          f"ratio {median_warm / base_warm:.2f}; {N * 2} requests + {N} metrics pages parsed per round "
+          f"({per_host} connection(s) per endpoint); prober RSS {rss_mb:.0f} MB; "
           f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
-    if any(ok != N for _, _, ok, *_ in results):
+    if any(ok != N for _, _, ok, *_ in results + baseline):
         print("some endpoints were not probed successfully", file=sys.stderr)
         return 1
     return 0

@@ -11,29 +11,37 @@ implies every model listed on the metrics page is ready; `/v2/health/live` and
 `/v2/models/<m>/ready` are asked only when that leaves doubt. At 1,000 allocations per second the
 saved requests are a third of a core.
 
-Transport: aiohttp (the library tritonclient.http.aio is built on). httpx was measured first and
-rejected for this path: its connection pool scans every pooled connection on each request
-(quadratic across 1,000 endpoints) and its per-request cost kept a 1,000-endpoint round at 4-5 s on
-one core (bench/p4_probe_fanout.py); the Nomad API side stays on python-nomad. At 10,000
-allocations aiohttp's own per-request cost (~0.17 ms) is about three quarters of a round (4.4-5.9 s
-on one core); see docs/benchmarks.md.
+Transport: libcurl's multi interface through pycurl (probe/curl_transport.py), driven by this
+loop. At 10,000 allocations the HTTP client is most of a round: aiohttp's per-request cost
+(~0.17 ms) alone kept a round at 4.4-5.9 s on one core, the same requests through libcurl cost
+about half, and a whole round is now well under the 5 s target (bench/p4_probe_fanout.py,
+docs/benchmarks.md). httpx was measured before both and rejected: its pool scans every pooled
+connection per request. The Nomad API side stays on python-nomad.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ssl
 import time
 from collections.abc import Callable, Iterable
+from typing import Protocol
 
-import aiohttp
-from yarl import URL
-
+from nomad_triton.probe.curl_transport import CurlTransport, TransportError
 from nomad_triton.probe.deadlines import DeadlineWatch, Runner
 from nomad_triton.probe.metrics import MetricsSample, RateTracker, parse_metrics
 from nomad_triton.probe.observations import Endpoint, ModelRates, Observation, ProbeState
 
-NETWORK_ERRORS = (aiohttp.ClientError, OSError, TimeoutError)
+NETWORK_ERRORS = (TransportError, OSError, TimeoutError)
+
+
+class HttpTransport(Protocol):
+    """What the prober needs from an HTTP client: GETs in the running loop, with keep-alive."""
+
+    loop: asyncio.AbstractEventLoop
+
+    async def get(self, url: str) -> tuple[int, bytes]: ...  # (status, body); raises NETWORK_ERRORS
+
+    async def aclose(self) -> None: ...
 
 
 def _url(addr: str, path: str) -> str:
@@ -44,8 +52,9 @@ def _url(addr: str, path: str) -> str:
 class Prober:
     """Probes Triton endpoints and turns metrics into rates (keeps a RateTracker between rounds).
 
-    Use as `async with Prober(...) as p:`; the HTTP session is created inside the running loop and
-    keeps connections alive between rounds. TLS (https:// addresses) is verified.
+    Use as `async with Prober(...) as p:`; the transport is created inside the running loop and
+    keeps connections alive between rounds. TLS (https:// addresses) is verified, against
+    `ca_file` or else the CA bundle Python's ssl module trusts.
     """
 
     def __init__(
@@ -53,12 +62,13 @@ class Prober:
         timeout_s: float = 1.0,
         tracker: RateTracker | None = None,
         clock: Callable[[], float] = time.time,
-        ssl_context: ssl.SSLContext | None = None,
+        ca_file: str | None = None,
         per_host_connections: int = 4,
         strict_readiness: bool = True,
         sequential: bool = False,
         max_in_flight: int = 1000,
         keepalive_s: float = 75.0,
+        transport_factory: Callable[[], HttpTransport] | None = None,
     ) -> None:
         self.strict_readiness = strict_readiness
         self.sequential = sequential
@@ -70,14 +80,14 @@ class Prober:
         self.timeout_s = timeout_s
         self.tracker = tracker or RateTracker()
         self._clock = clock
-        self._ssl = ssl_context or ssl.create_default_context()
+        self._ca_file = ca_file
         self._per_host = per_host_connections
-        # Idle connections are kept longer than an evaluation interval (aiohttp's default is 15 s):
-        # a round of thousands of endpoints, or a 30 s interval, would otherwise reconnect to
-        # every endpoint every round.
+        # Idle connections are kept longer than an evaluation interval: a round of thousands of
+        # endpoints, or a 30 s interval, would otherwise reconnect to every endpoint every round.
         self._keepalive_s = keepalive_s
-        self._session: aiohttp.ClientSession | None = None
-        self._urls: dict[tuple[str, str], URL] = {}
+        self._transport_factory = transport_factory  # another client, e.g. a benchmark's baseline
+        self._transport: HttpTransport | None = None
+        self._urls: dict[tuple[str, str], str] = {}
 
     async def __aenter__(self) -> Prober:
         return self
@@ -86,58 +96,45 @@ class Prober:
         await self.aclose()
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._transport is not None:
+            await self._transport.aclose()
+            self._transport = None
 
-    def _sess(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, limit_per_host=self._per_host, ssl=self._ssl,
-                                         keepalive_timeout=self._keepalive_s),
-                # Every probe already runs under its own deadline (`probe`); a second, per-request
-                # timer would be two more timer handles per request for nothing.
-                timeout=aiohttp.ClientTimeout(total=None),
-                trust_env=False,
-                auto_decompress=False,
-                cookie_jar=aiohttp.DummyCookieJar(),  # Triton sets none; no jar work per request
-                # Bodies are read as sent (auto_decompress off), so no compression is accepted:
-                # aiohttp would otherwise advertise gzip/deflate/br and a server that honoured it
-                # would hand the parser compressed bytes. (A header, not skip_auto_headers: that
-                # option rebuilds a header dict on every request.)
-                headers={"Accept-Encoding": "identity"},
-            )
-        return self._session
+    def _http(self) -> HttpTransport:
+        """The transport, made in the running loop (and again if a later round runs in another:
+        a transport's sockets and timers belong to one loop)."""
+        transport = self._transport
+        if transport is None or transport.loop is not asyncio.get_running_loop():
+            if isinstance(transport, CurlTransport):
+                transport.close()
+            if self._transport_factory is not None:
+                transport = self._transport = self._transport_factory()
+                return transport
+            transport = self._transport = CurlTransport(
+                per_host=self._per_host, keepalive_s=self._keepalive_s,
+                # A backstop only: every probe already runs under its own deadline and is cancelled
+                # at it, which takes its requests off their connections.
+                request_timeout_s=max(self.timeout_s * 2, 5.0), ca_file=self._ca_file)
+        return transport
 
-    def _url(self, addr: str, path: str) -> URL:
-        """The parsed URL of one endpoint's route, built once (parsing it costs per request)."""
+    def _url(self, addr: str, path: str) -> str:
+        """The URL of one endpoint's route, built once per endpoint and route."""
         url = self._urls.get((addr, path))
         if url is None:
             if len(self._urls) >= 100_000:  # endpoints come and go; never grow without bound
                 self._urls.clear()
-            url = self._urls[(addr, path)] = URL(_url(addr, path))
+            url = self._urls[(addr, path)] = _url(addr, path)
         return url
 
-    async def _status(self, url: URL) -> int:
-        # `await get()` then release, not `async with`: the context managers are two more
-        # coroutines per request, ~5 % of a 10,000-endpoint round.
-        resp = await self._sess().get(url)
-        try:
-            await resp.read()
-        finally:
-            resp.release()
-        return resp.status
+    async def _status(self, url: str) -> int:
+        return (await self._http().get(url))[0]
 
     async def _scrape(self, ep: Endpoint) -> MetricsSample | BaseException:
         """The metrics page, or the error that kept it from us (the probe still reports readiness)."""
         try:
-            resp = await self._sess().get(self._url(ep.metrics, "/metrics"))  # type: ignore[arg-type]
-            try:
-                body = await resp.read()
-            finally:
-                resp.release()
-            if resp.status != 200:
-                raise ValueError(f"HTTP {resp.status}")
+            status, body = await self._http().get(self._url(ep.metrics, "/metrics"))  # type: ignore[arg-type]
+            if status != 200:
+                raise ValueError(f"HTTP {status}")
             # The text exposition format is UTF-8 by definition; no charset sniffing per page.
             return parse_metrics(body.decode("utf-8", errors="replace"))
         except Exception as exc:  # noqa: BLE001 - any scrape failure is this probe's metrics error
@@ -148,8 +145,8 @@ class Prober:
         sample: MetricsSample | BaseException | None = None
         if self.sequential:
             # One connection per allocation: the scrape follows readiness on the same keep-alive
-            # connection instead of queueing for a second one (aiohttp scans its waiters per
-            # release, which is quadratic across thousands of hosts). No extra tasks either.
+            # connection instead of opening a second one (halves the open files at 10,000
+            # allocations). No extra tasks either.
             ready_code = await self._status(self._url(ep.http, "/v2/health/ready"))
             if ep.metrics:
                 sample = await self._scrape(ep)
