@@ -148,8 +148,9 @@ def main() -> int:
     from nomad_triton.probe.triton import Prober
 
     limit = raise_nofile(N * 4 + 256)
-    per_host = 4 if limit >= N * 3 + 64 else 1
-    if limit < N * per_host + 64:
+    # Concurrent mode opens 2 connections per endpoint (readiness and scrape at once), sequential 1.
+    per_host = 4 if limit >= N * 2 + 256 else 1
+    if limit < N * (2 if per_host > 1 else 1) + 64:
         print(f"RLIMIT_NOFILE soft limit {limit} is too low for {N} endpoints", file=sys.stderr)
         return 1
     if hasattr(os, "sched_setaffinity"):
