@@ -214,7 +214,8 @@ class CurlTransport:
         self._timer = None
         if self._due is None or self._closed:
             return
-        if self._due > self._loop.time():
+        if self._due > self._loop.time() + 0.001:  # moved later since armed (a fire within 1 ms
+            # of the deadline just runs curl's timeout: curl re-arms if it is early)
             self._timer, self._timer_at = self._loop.call_at(self._due, self._on_timer_fired), self._due
             return
         self._on_timeout()

@@ -101,21 +101,20 @@ class Prober:
             self._transport = None
 
     def _http(self) -> HttpTransport:
-        """The transport, made in the running loop (and again if a later round runs in another:
-        a transport's sockets and timers belong to one loop)."""
+        """The transport, made in the running loop. A transport's sockets and timers belong to one
+        loop: one left on another loop (a prober reused after its asyncio.run ended without
+        aclose) is replaced, not used."""
         transport = self._transport
         if transport is None or transport.loop is not asyncio.get_running_loop():
-            if isinstance(transport, CurlTransport):
-                transport.close()
-            if self._transport_factory is not None:
-                transport = self._transport = self._transport_factory()
-                return transport
-            transport = self._transport = CurlTransport(
-                per_host=self._per_host, keepalive_s=self._keepalive_s,
-                # A backstop only: every probe already runs under its own deadline and is cancelled
-                # at it, which takes its requests off their connections.
-                request_timeout_s=max(self.timeout_s * 2, 5.0), ca_file=self._ca_file)
+            transport = self._transport = (self._transport_factory or self._curl_transport)()
         return transport
+
+    def _curl_transport(self) -> CurlTransport:
+        return CurlTransport(
+            per_host=self._per_host, keepalive_s=self._keepalive_s,
+            # A backstop only: every probe already runs under its own deadline and is cancelled
+            # at it, which takes its requests off their connections.
+            request_timeout_s=max(self.timeout_s * 2, 5.0), ca_file=self._ca_file)
 
     def _url(self, addr: str, path: str) -> str:
         """The URL of one endpoint's route, built once per endpoint and route."""

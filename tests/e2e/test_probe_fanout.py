@@ -135,3 +135,24 @@ def test_hung_endpoints_time_out_in_the_pool_and_an_outside_cancel_still_stops_i
     assert 0.75 <= elapsed < 2.5
     assert cancelled
     assert len(third) == 10 and all(o.state is ProbeState.REACHABLE for o in third)
+
+
+def test_a_prober_reused_in_another_event_loop_probes_there() -> None:
+    """A transport's sockets belong to one loop: a prober whose first loop ended without aclose
+    (two `asyncio.run` calls) must make a new transport in the second, not wait on the first's."""
+    prober = Prober(timeout_s=2.0)
+
+    async def one_round() -> list:
+        counting = _Counting()
+        server = await asyncio.start_server(counting.handle, "127.0.0.1", 0)
+        try:
+            addr = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+            return await prober.probe_all([Endpoint("a0", addr, addr, ("double",))])
+        finally:
+            server.close()
+
+    first = asyncio.run(one_round())
+    second = asyncio.run(one_round())
+    asyncio.run(prober.aclose())
+    assert [o.state for o in first + second] == [ProbeState.REACHABLE, ProbeState.REACHABLE]
+    assert all(o.ready and o.metrics_ok for o in first + second)
