@@ -72,7 +72,7 @@ class CurlTransport:
         ca_file: str | None = None,
         use_epoll: bool = True,
     ) -> None:
-        self.loop = self._loop = asyncio.get_running_loop()
+        self.loop = asyncio.get_running_loop()
         self._ca_file = ca_file if ca_file is not None else default_ca_file()
         self._keepalive_s = max(1, int(keepalive_s))
         self._timeout_ms = max(1, int(request_timeout_s * 1000))
@@ -91,7 +91,7 @@ class CurlTransport:
         self._epoll = select.epoll() if use_epoll and hasattr(select, "epoll") else None
         self._watched: dict[int, int] = {}  # fd -> curl's POLL_* mask (loop-watched mode only)
         if self._epoll is not None:
-            self._loop.add_reader(self._epoll.fileno(), self._on_epoll)
+            self.loop.add_reader(self._epoll.fileno(), self._on_epoll)
 
     # -- requests -------------------------------------------------------------------------------
 
@@ -103,7 +103,7 @@ class CurlTransport:
         body.seek(0)
         body.truncate()
         easy.setopt(pycurl.URL, url)
-        done: asyncio.Future[int] = self._loop.create_future()
+        done: asyncio.Future[int] = self.loop.create_future()
         self._waiting[easy] = done
         self._multi.add_handle(easy)
         try:
@@ -172,13 +172,13 @@ class CurlTransport:
         old = self._watched.pop(fd, 0)
         new = 0 if what == _POLL_REMOVE else what
         if old & _POLL_IN and not new & _POLL_IN:
-            self._loop.remove_reader(fd)
+            self.loop.remove_reader(fd)
         if old & _POLL_OUT and not new & _POLL_OUT:
-            self._loop.remove_writer(fd)
+            self.loop.remove_writer(fd)
         if new & _POLL_IN and not old & _POLL_IN:
-            self._loop.add_reader(fd, self._act, fd, pycurl.CSELECT_IN)
+            self.loop.add_reader(fd, self._act, fd, pycurl.CSELECT_IN)
         if new & _POLL_OUT and not old & _POLL_OUT:
-            self._loop.add_writer(fd, self._act, fd, pycurl.CSELECT_OUT)
+            self.loop.add_writer(fd, self._act, fd, pycurl.CSELECT_OUT)
         if new:
             self._watched[fd] = new
 
@@ -202,21 +202,21 @@ class CurlTransport:
         elif ms == 0:  # "act now": once per loop pass, however many requests were just added
             if not self._kicked:
                 self._kicked = True
-                self._loop.call_soon(self._on_timeout)
+                self.loop.call_soon(self._on_timeout)
         else:
-            self._due = due = self._loop.time() + ms / 1000.0
+            self._due = due = self.loop.time() + ms / 1000.0
             if self._timer is None or due < self._timer_at:
                 if self._timer is not None:
                     self._timer.cancel()
-                self._timer, self._timer_at = self._loop.call_at(due, self._on_timer_fired), due
+                self._timer, self._timer_at = self.loop.call_at(due, self._on_timer_fired), due
 
     def _on_timer_fired(self) -> None:
         self._timer = None
         if self._due is None or self._closed:
             return
-        if self._due > self._loop.time() + 0.001:  # moved later since armed (a fire within 1 ms
+        if self._due > self.loop.time() + 0.001:  # moved later since armed (a fire within 1 ms
             # of the deadline just runs curl's timeout: curl re-arms if it is early)
-            self._timer, self._timer_at = self._loop.call_at(self._due, self._on_timer_fired), self._due
+            self._timer, self._timer_at = self.loop.call_at(self._due, self._on_timer_fired), self._due
             return
         self._on_timeout()
 
@@ -243,12 +243,12 @@ class CurlTransport:
             self._timer.cancel()
         for fd, mask in self._watched.items():
             if mask & _POLL_IN:
-                self._loop.remove_reader(fd)
+                self.loop.remove_reader(fd)
             if mask & _POLL_OUT:
-                self._loop.remove_writer(fd)
+                self.loop.remove_writer(fd)
         self._watched.clear()
         if self._epoll is not None:
-            self._loop.remove_reader(self._epoll.fileno())
+            self.loop.remove_reader(self._epoll.fileno())
         for easy, _ in self._idle:
             easy.close()
         self._idle.clear()

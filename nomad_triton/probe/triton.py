@@ -26,12 +26,13 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
-from nomad_triton.probe.curl_transport import CurlTransport, TransportError
+from nomad_triton.probe.curl_transport import CurlTransport
 from nomad_triton.probe.deadlines import DeadlineWatch, Runner
 from nomad_triton.probe.metrics import MetricsSample, RateTracker, parse_metrics
 from nomad_triton.probe.observations import Endpoint, ModelRates, Observation, ProbeState
 
-NETWORK_ERRORS = (TransportError, OSError, TimeoutError)
+# What a probe turns into an UNREACHABLE observation: TransportError and TimeoutError are OSErrors.
+NETWORK_ERRORS = (OSError,)
 
 
 class HttpTransport(Protocol):
